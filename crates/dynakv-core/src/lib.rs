@@ -1,0 +1,26 @@
+//! The shared vocabulary of dynakv: what a key, a value, a version and a record are, and the one
+//! rule that decides which of two records wins.
+//!
+//! Every other crate speaks in these types; none of them re-derives the merge rule.
+//!
+//! # Layout
+//! - [`limits`]: key and value validation, the size limits and the typed [`InputError`].
+//! - [`hlc`]: the hybrid logical clock ([`Hlc`], [`Timestamp`]) every writer stamps versions with.
+//! - [`version`]: [`Version`] = (timestamp, writer id), totally ordered.
+//! - [`record`]: [`Record`] (a value or a tombstone, with its version and expiry) and the
+//!   last-write-wins [`merge`](record::merge) rule.
+//! - [`codec`]: the compact binary encoding of a record used by storage engines.
+
+pub mod codec;
+pub mod hlc;
+pub mod limits;
+pub mod record;
+pub mod version;
+
+pub use codec::CodecError;
+pub use hlc::{Hlc, Timestamp};
+pub use limits::{
+    DEFAULT_MAX_VALUE_BYTES, InputError, MAX_KEY_BYTES, validate_key, validate_value,
+};
+pub use record::{Record, merge, now_ms};
+pub use version::Version;

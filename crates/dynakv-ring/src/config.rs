@@ -1,0 +1,259 @@
+//! The ring file: nodes, replication defaults and cluster-wide settings, with documented defaults.
+//!
+//! ```toml
+//! version = 1           # ring version, raised on every membership change (default 1)
+//! vnodes = 64           # tokens per node (default 64)
+//!
+//! [replication]
+//! n = 3                 # replicas per key
+//! r = 2                 # default read quorum
+//! w = 2                 # default write quorum
+//!
+//! [timeouts]
+//! request_ms = 1000     # deadline of one replica request (default 1000)
+//! connect_ms = 500      # deadline to open a connection to a node (default 500)
+//!
+//! [limits]
+//! max_value_bytes = 1048576   # largest value accepted (default 1 MiB, at most 64 MiB)
+//!
+//! [storage]
+//! sync = "os"           # "os": ack once the journal is in the OS (survives a process crash);
+//!                       # "always": fsync before ack (survives power loss), group-committed
+//!
+//! [[nodes]]
+//! id = "n1"
+//! addr = "127.0.0.1:7401"
+//! ```
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::RingError;
+
+/// The largest N supported: preference lists are kept inline, without allocation, up to this size.
+pub const MAX_N: usize = 16;
+/// The largest value size a ring file may allow; gRPC messages are sized from it.
+pub const MAX_VALUE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+
+/// A parsed ring file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingConfig {
+    /// Ring version, raised on every membership change so nodes and clients notice a new ring.
+    #[serde(default = "default_version")]
+    pub version: u64,
+    /// Tokens per node; more tokens spread load more evenly at a small cost in lookup time.
+    #[serde(default = "default_vnodes")]
+    pub vnodes: u32,
+    /// Replicas per key and the default quorums.
+    pub replication: Replication,
+    /// Request and connection deadlines.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Size limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Durability of acknowledged writes.
+    #[serde(default)]
+    pub storage: StorageSettings,
+    /// The nodes, in any order; placement depends only on their ids.
+    pub nodes: Vec<NodeSpec>,
+}
+
+/// Replicas per key and the default read and write quorums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replication {
+    /// Replicas per key.
+    pub n: usize,
+    /// Replies a read waits for; R + W > N gives read-your-writes when no node fails.
+    pub r: usize,
+    /// Acknowledgements a write waits for.
+    pub w: usize,
+}
+
+/// Request and connection deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// Deadline of one replica request, in milliseconds.
+    pub request_ms: u64,
+    /// Deadline to open a connection to a node, in milliseconds.
+    pub connect_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { request_ms: 1000, connect_ms: 500 }
+    }
+}
+
+/// Size limits enforced by clients and nodes alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest value accepted, in bytes.
+    pub max_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_value_bytes: dynakv_core::DEFAULT_MAX_VALUE_BYTES }
+    }
+}
+
+/// How durable a write is when a node acknowledges it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// When the node's journal is flushed before an acknowledgement.
+    pub sync: SyncPolicy,
+}
+
+/// When a node's journal reaches stable storage relative to its acknowledgement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// Ack once the journal is handed to the OS: survives a crash of the node process.
+    #[default]
+    Os,
+    /// Fsync before ack: survives power loss. Concurrent writes share one fsync.
+    Always,
+}
+
+/// One node of the ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    /// Stable name; placement is derived from it, so renaming a node moves its data.
+    pub id: String,
+    /// Where the node serves gRPC.
+    pub addr: SocketAddr,
+}
+
+fn default_version() -> u64 {
+    1
+}
+
+fn default_vnodes() -> u32 {
+    64
+}
+
+impl RingConfig {
+    /// Parses a ring file's text and validates it.
+    pub fn parse(text: &str) -> Result<Self, RingError> {
+        let config: RingConfig = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything that would make the ring unusable, naming the first problem found.
+    pub fn validate(&self) -> Result<(), RingError> {
+        if self.nodes.is_empty() {
+            return Err(RingError::NoNodes);
+        }
+        let mut ids = HashSet::new();
+        let mut addrs = HashSet::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.id.trim().is_empty() {
+                return Err(RingError::EmptyId(i + 1));
+            }
+            if !ids.insert(node.id.as_str()) {
+                return Err(RingError::DuplicateId(node.id.clone()));
+            }
+            if !addrs.insert(node.addr) {
+                return Err(RingError::DuplicateAddr(node.addr.to_string()));
+            }
+        }
+        let Replication { n, r, w } = self.replication;
+        for (name, value) in [("n", n), ("r", r), ("w", w)] {
+            if value == 0 || value > MAX_N {
+                return Err(RingError::OutOfRange { name, value: value as u64, max: MAX_N as u64 });
+            }
+        }
+        for (name, quorum) in [("r", r), ("w", w)] {
+            if quorum > n {
+                return Err(RingError::QuorumAboveN { name, quorum, n });
+            }
+        }
+        if n > self.nodes.len() {
+            return Err(RingError::NAboveNodes { n, nodes: self.nodes.len() });
+        }
+        if self.vnodes == 0 || self.vnodes > 4096 {
+            return Err(RingError::Setting {
+                name: "vnodes",
+                value: self.vnodes.into(),
+                range: "1..=4096",
+            });
+        }
+        for (name, value) in [
+            ("timeouts.request_ms", self.timeouts.request_ms),
+            ("timeouts.connect_ms", self.timeouts.connect_ms),
+        ] {
+            if value == 0 {
+                return Err(RingError::Setting { name, value, range: "at least 1" });
+            }
+        }
+        if self.limits.max_value_bytes > MAX_VALUE_BYTES_LIMIT {
+            return Err(RingError::Setting {
+                name: "limits.max_value_bytes",
+                value: self.limits.max_value_bytes as u64,
+                range: "at most 67108864",
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [replication]
+        n = 3
+        r = 2
+        w = 2
+        [[nodes]]
+        id = "n1"
+        addr = "127.0.0.1:7401"
+        [[nodes]]
+        id = "n2"
+        addr = "127.0.0.1:7402"
+        [[nodes]]
+        id = "n3"
+        addr = "127.0.0.1:7403"
+    "#;
+
+    fn with(replace: &str, by: &str) -> Result<RingConfig, RingError> {
+        RingConfig::parse(&GOOD.replace(replace, by))
+    }
+
+    #[test]
+    fn parses_with_defaults() {
+        let config = RingConfig::parse(GOOD).unwrap();
+        assert_eq!(config.version, 1);
+        assert_eq!(config.vnodes, 64);
+        assert_eq!(config.replication, Replication { n: 3, r: 2, w: 2 });
+        assert_eq!(config.timeouts, Timeouts::default());
+        assert_eq!(config.limits.max_value_bytes, 1024 * 1024);
+        assert_eq!(config.storage.sync, SyncPolicy::Os);
+    }
+
+    #[test]
+    fn names_each_problem() {
+        let msg = |r: Result<RingConfig, RingError>| r.unwrap_err().to_string();
+        assert!(msg(with("\"n2\"", "\"n1\"")).contains("\"n1\" appears more than once"));
+        assert!(msg(with("7402", "7401")).contains("127.0.0.1:7401 is used by more than one"));
+        assert!(msg(with("r = 2", "r = 4")).contains("replication.r = 4 is larger than n = 3"));
+        assert!(msg(with("w = 2", "w = 0")).contains("replication.w = 0 is out of range"));
+        assert!(msg(with("n = 3", "n = 3\nx = 1")).contains("unknown field"));
+        assert!(msg(with("127.0.0.1:7403", "nowhere")).contains("malformed ring file"));
+        assert!(msg(with("\"n3\"", "\"\"")).contains("node #3 has an empty id"));
+        let two_nodes = GOOD.split("[[nodes]]").take(3).collect::<Vec<_>>().join("[[nodes]]");
+        assert!(msg(RingConfig::parse(&two_nodes)).contains("n = 3 but the ring has only 2 nodes"));
+        assert!(msg(RingConfig::parse("not toml at all")).contains("malformed ring file"));
+    }
+}

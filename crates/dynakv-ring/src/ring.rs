@@ -1,0 +1,279 @@
+//! The consistent-hash ring: token placement, preference lists and clockwise walks.
+
+use std::path::Path;
+
+use smallvec::SmallVec;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::config::{MAX_N, NodeSpec, Replication, RingConfig};
+use crate::error::RingError;
+
+/// A node's position in [`Ring::nodes`].
+pub type NodeIndex = usize;
+
+/// The replicas of a key: the first N distinct nodes clockwise from its token, primary first.
+/// Kept inline (no allocation) up to the largest supported N.
+pub type PreferenceList = SmallVec<[NodeIndex; MAX_N]>;
+
+/// The token of a key: xxh3-64 of its raw bytes. Stable across releases and platforms.
+pub fn key_token(key: &[u8]) -> u64 {
+    xxh3_64(key)
+}
+
+/// The token of a node's `vnode`-th virtual node: xxh3-64 of the id's UTF-8 bytes, a zero byte,
+/// and the vnode index as a big-endian u32.
+fn vnode_token(id: &str, vnode: u32) -> u64 {
+    let mut buf = Vec::with_capacity(id.len() + 5);
+    buf.extend_from_slice(id.as_bytes());
+    buf.push(0);
+    buf.extend_from_slice(&vnode.to_be_bytes());
+    xxh3_64(&buf)
+}
+
+/// A validated ring: nodes, settings, and every vnode's token in clockwise order.
+#[derive(Debug, Clone)]
+pub struct Ring {
+    /// The file this ring was built from.
+    config: RingConfig,
+    /// Vnode tokens, ascending; parallel to `owners` so a lookup's binary search touches only tokens.
+    tokens: Vec<u64>,
+    /// The node owning each token in `tokens`.
+    owners: Vec<NodeIndex>,
+}
+
+impl Ring {
+    /// Builds the ring from a validated configuration.
+    pub fn new(config: RingConfig) -> Result<Self, RingError> {
+        config.validate()?;
+        let mut placed: Vec<(u64, NodeIndex)> = config
+            .nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, node)| (0..config.vnodes).map(move |v| (vnode_token(&node.id, v), i)))
+            .collect();
+        // Ties (astronomically rare) are broken by node id so every process orders them alike.
+        placed.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0).then_with(|| config.nodes[a.1].id.cmp(&config.nodes[b.1].id))
+        });
+        let (tokens, owners) = placed.into_iter().unzip();
+        Ok(Ring { config, tokens, owners })
+    }
+
+    /// Parses and validates a ring file's text.
+    pub fn parse(text: &str) -> Result<Self, RingError> {
+        Ring::new(RingConfig::parse(text)?)
+    }
+
+    /// Reads, parses and validates a ring file.
+    pub fn load(path: &Path) -> Result<Self, RingError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| RingError::Read { path: path.to_path_buf(), source })?;
+        Ring::parse(&text)
+    }
+
+    /// The configuration the ring was built from.
+    pub fn config(&self) -> &RingConfig {
+        &self.config
+    }
+
+    /// The nodes, indexed by [`NodeIndex`].
+    pub fn nodes(&self) -> &[NodeSpec] {
+        &self.config.nodes
+    }
+
+    /// Replicas per key and default quorums.
+    pub fn replication(&self) -> Replication {
+        self.config.replication
+    }
+
+    /// The ring version.
+    pub fn version(&self) -> u64 {
+        self.config.version
+    }
+
+    /// The index of the node with this id, or an error naming the ids the ring knows.
+    pub fn node_index(&self, id: &str) -> Result<NodeIndex, RingError> {
+        self.config.nodes.iter().position(|n| n.id == id).ok_or_else(|| RingError::UnknownNode {
+            id: id.to_string(),
+            known: self.config.nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// The N replicas of the key with this token, primary first.
+    pub fn preference_list(&self, token: u64) -> PreferenceList {
+        self.successors(token).take(self.config.replication.n).collect()
+    }
+
+    /// Every node once, clockwise from `token`: the preference list, then the nodes that stand in
+    /// for unreachable replicas, in order.
+    pub fn successors(&self, token: u64) -> Successors<'_> {
+        let start = self.tokens.partition_point(|&t| t < token);
+        Successors { ring: self, next: start, steps: 0, seen: SmallVec::new() }
+    }
+
+    /// Every vnode's range of the ring with its preference list, in token order.
+    pub fn ranges(&self) -> impl Iterator<Item = TokenRange> + '_ {
+        (0..self.tokens.len()).map(move |i| {
+            let end = self.tokens[i];
+            let start =
+                if i == 0 { self.tokens[self.tokens.len() - 1] } else { self.tokens[i - 1] };
+            TokenRange { start, end, replicas: self.preference_list(end) }
+        })
+    }
+
+    /// The share of the token space each node is primary for, indexed by [`NodeIndex`]; sums to 1.
+    pub fn primary_shares(&self) -> Vec<f64> {
+        let mut shares = vec![0.0; self.config.nodes.len()];
+        for range in self.ranges() {
+            shares[range.replicas[0]] += range.width() as f64 / 2f64.powi(64);
+        }
+        if self.tokens.len() == 1 {
+            shares[self.owners[0]] = 1.0;
+        }
+        shares
+    }
+}
+
+/// A vnode's range of the token space, `(start, end]` clockwise, and the replicas that hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRange {
+    /// Exclusive lower bound (the previous vnode's token).
+    pub start: u64,
+    /// Inclusive upper bound (this vnode's token).
+    pub end: u64,
+    /// The range's preference list.
+    pub replicas: PreferenceList,
+}
+
+impl TokenRange {
+    /// How many tokens the range covers (wrapping past zero where it must).
+    pub fn width(&self) -> u64 {
+        self.end.wrapping_sub(self.start)
+    }
+
+    /// True when `token` falls in this range.
+    pub fn contains(&self, token: u64) -> bool {
+        token.wrapping_sub(self.start).wrapping_sub(1) < self.width()
+    }
+}
+
+/// Distinct nodes clockwise from a token; see [`Ring::successors`].
+#[derive(Debug)]
+pub struct Successors<'a> {
+    ring: &'a Ring,
+    /// Position in `tokens` of the next vnode to look at (may equal its length: wrap to 0).
+    next: usize,
+    /// Vnodes looked at so far; the walk ends after one full turn.
+    steps: usize,
+    /// Nodes already yielded.
+    seen: SmallVec<[NodeIndex; MAX_N]>,
+}
+
+impl Iterator for Successors<'_> {
+    type Item = NodeIndex;
+
+    fn next(&mut self) -> Option<NodeIndex> {
+        let ring = self.ring;
+        while self.steps < ring.tokens.len() && self.seen.len() < ring.config.nodes.len() {
+            if self.next >= ring.tokens.len() {
+                self.next = 0;
+            }
+            let owner = ring.owners[self.next];
+            self.next += 1;
+            self.steps += 1;
+            if !self.seen.contains(&owner) {
+                self.seen.push(owner);
+                return Some(owner);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(nodes: usize, n: usize, vnodes: u32) -> Ring {
+        let mut text = format!("vnodes = {vnodes}\n[replication]\nn = {n}\nr = 1\nw = 1\n");
+        for i in 1..=nodes {
+            text += &format!("[[nodes]]\nid = \"n{i}\"\naddr = \"127.0.0.1:{}\"\n", 7400 + i);
+        }
+        Ring::parse(&text).unwrap()
+    }
+
+    fn ids(ring: &Ring, list: &[NodeIndex]) -> Vec<String> {
+        list.iter().map(|&i| ring.nodes()[i].id.clone()).collect()
+    }
+
+    /// Placement is part of the on-disk format: these must never change between releases.
+    #[test]
+    fn golden_placement() {
+        assert_eq!(key_token(b"hello"), 0x9555_e855_5c62_dcfd);
+        assert_eq!(vnode_token("n1", 0), 0xc39c_e744_6ee2_0c42);
+        let r = ring(5, 3, 64);
+        let cases = [
+            ("alpha", ["n5", "n3", "n2"]),
+            ("beta", ["n1", "n2", "n3"]),
+            ("gamma", ["n3", "n4", "n5"]),
+            ("delta", ["n1", "n4", "n5"]),
+            ("user:42", ["n3", "n4", "n5"]),
+            ("k", ["n1", "n3", "n4"]),
+        ];
+        for (key, want) in cases {
+            assert_eq!(ids(&r, &r.preference_list(key_token(key.as_bytes()))), want, "key {key}");
+        }
+    }
+
+    #[test]
+    fn preference_lists_hold_n_distinct_nodes() {
+        for (nodes, n, vnodes) in [(3, 3, 64), (5, 3, 64), (7, 5, 16), (2, 2, 1), (1, 1, 8)] {
+            let r = ring(nodes, n, vnodes);
+            for k in 0..2_000u32 {
+                let list = r.preference_list(key_token(&k.to_be_bytes()));
+                assert_eq!(list.len(), n);
+                let mut dedup = list.to_vec();
+                dedup.sort();
+                dedup.dedup();
+                assert_eq!(dedup.len(), n, "duplicate replica in {list:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn successors_visit_every_node_once_starting_with_the_preference_list() {
+        let r = ring(6, 3, 32);
+        let token = key_token(b"some key");
+        let all: Vec<_> = r.successors(token).collect();
+        assert_eq!(all.len(), 6);
+        assert_eq!(&all[..3], &r.preference_list(token)[..]);
+    }
+
+    #[test]
+    fn the_primary_owns_the_token() {
+        let r = ring(4, 2, 16);
+        for k in 0..500u32 {
+            let token = key_token(&k.to_le_bytes());
+            let range = r.ranges().find(|range| range.contains(token)).unwrap();
+            assert_eq!(range.replicas, r.preference_list(token));
+        }
+    }
+
+    #[test]
+    fn shares_sum_to_one_and_are_balanced() {
+        let r = ring(3, 3, 64);
+        let shares = r.primary_shares();
+        assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        for share in shares {
+            assert!((0.2..0.47).contains(&share), "unbalanced share {share}");
+        }
+    }
+
+    #[test]
+    fn unknown_ids_are_named() {
+        let r = ring(3, 3, 4);
+        assert_eq!(r.node_index("n2").unwrap(), 1);
+        let err = r.node_index("n9").unwrap_err().to_string();
+        assert_eq!(err, "node id \"n9\" is not in the ring (known: n1, n2, n3)");
+    }
+}
