@@ -48,15 +48,17 @@ pub fn decode_version(bytes: &[u8]) -> Result<Version, CodecError> {
     Ok(Version::new(Timestamp(u64_at(header, 2)), u64_at(header, 10)))
 }
 
-/// Decodes a stored record, copying its value out of the engine's buffer.
-pub fn decode(bytes: &[u8]) -> Result<Record, CodecError> {
+/// Decodes the version of a stored record and whether it is a tombstone, without its value.
+pub fn decode_meta(bytes: &[u8]) -> Result<(Version, bool), CodecError> {
     let header = header(bytes)?;
-    let version = decode_version(bytes)?;
-    let value = if header[1] & TOMBSTONE != 0 {
-        None
-    } else {
-        Some(Bytes::copy_from_slice(&bytes[HEADER_LEN..]))
-    };
+    Ok((decode_version(bytes)?, header[1] & TOMBSTONE != 0))
+}
+
+/// Decodes a stored record; the value shares the buffer instead of being copied.
+pub fn decode(bytes: &Bytes) -> Result<Record, CodecError> {
+    let header = header(bytes)?;
+    let (version, tombstone) = decode_meta(bytes)?;
+    let value = if tombstone { None } else { Some(bytes.slice(HEADER_LEN..)) };
     Ok(Record { version, value, expires_at_ms: u64_at(header, 18) })
 }
 
@@ -91,17 +93,18 @@ mod tests {
             Record::tombstone(version),
             Record { expires_at_ms: 99, ..Record::value(version, Bytes::from_static(b"x")) },
         ] {
-            let bytes = encode(&record);
+            let bytes = Bytes::from(encode(&record));
             assert_eq!(decode(&bytes).unwrap(), record);
             assert_eq!(decode_version(&bytes).unwrap(), version);
+            assert_eq!(decode_meta(&bytes).unwrap(), (version, record.is_tombstone()));
         }
     }
 
     #[test]
     fn rejects_damaged_bytes() {
-        assert_eq!(decode(&[1, 0, 0]), Err(CodecError::Truncated(3)));
+        assert_eq!(decode(&Bytes::from_static(&[1, 0, 0])), Err(CodecError::Truncated(3)));
         let mut bytes = encode(&Record::tombstone(Version::default()));
         bytes[0] = 9;
-        assert_eq!(decode(&bytes), Err(CodecError::UnknownFormat(9)));
+        assert_eq!(decode(&Bytes::from(bytes)), Err(CodecError::UnknownFormat(9)));
     }
 }

@@ -1,1 +1,22 @@
-//! stub
+//! Where a node keeps its records: a small [`Storage`] trait, its engines, and the [`Store`]
+//! that puts the merge rule and group commit in front of them.
+//!
+//! Stored keys are `token (u64, big-endian) ++ key`, where the token is the key's ring hash, so a
+//! ring range is one contiguous scan. Values are records in the [`dynakv_core::codec`] encoding.
+//!
+//! # Layout
+//! - [`engine`]: the [`Storage`] trait every engine implements, [`Mutation`], [`StorageError`].
+//! - [`fjall_engine`]: [`FjallStorage`], the persistent default (an LSM tree with a journal).
+//! - [`memory`]: [`MemoryStorage`], an in-memory engine for tests and benchmarks.
+//! - [`store`]: [`Store`], the node's handle: one writer thread that merges and group-commits,
+//!   reader threads, and the live key count.
+
+pub mod engine;
+pub mod fjall_engine;
+pub mod memory;
+pub mod store;
+
+pub use engine::{Mutation, Storage, StorageError, stored_key};
+pub use fjall_engine::FjallStorage;
+pub use memory::MemoryStorage;
+pub use store::{Store, StoreOptions, WriteOutcome};

@@ -1,0 +1,61 @@
+//! The persistent engine: a fjall LSM tree. Every batch goes through fjall's journal, which is
+//! handed to the OS before `commit` returns, and fsynced first when asked.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use crate::engine::{Mutation, Storage, StorageError};
+
+/// Records on disk, in one fjall keyspace named `records`.
+pub struct FjallStorage {
+    db: Database,
+    records: Keyspace,
+}
+
+impl FjallStorage {
+    /// Opens (or creates) the database in `dir`, replaying its journal.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        let db = Database::builder(dir).open().map_err(engine_error)?;
+        let records =
+            db.keyspace("records", KeyspaceCreateOptions::default).map_err(engine_error)?;
+        Ok(FjallStorage { db, records })
+    }
+}
+
+impl Storage for FjallStorage {
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        Ok(self.records.get(key).map_err(engine_error)?.map(Bytes::from))
+    }
+
+    fn commit(&self, batch: Vec<Mutation>, sync: bool) -> Result<(), StorageError> {
+        // `Database::batch` flushes the journal to the OS on commit; `SyncData` adds an fsync.
+        let mut writes = self.db.batch();
+        if sync {
+            writes = writes.durability(Some(PersistMode::SyncData));
+        }
+        for mutation in batch {
+            match mutation {
+                Mutation::Put(key, value) => writes.insert(&self.records, key, value),
+                Mutation::Delete(key) => writes.remove(&self.records, key),
+            }
+        }
+        writes.commit().map_err(engine_error)
+    }
+
+    fn scan(&self, from: &[u8], limit: usize) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        self.records
+            .range(from..)
+            .take(limit)
+            .map(|guard| {
+                let (key, value) = guard.into_inner().map_err(engine_error)?;
+                Ok((Bytes::from(key), Bytes::from(value)))
+            })
+            .collect()
+    }
+}
+
+fn engine_error(e: fjall::Error) -> StorageError {
+    StorageError::Engine(e.to_string())
+}
