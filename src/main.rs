@@ -1,1 +1,69 @@
-fn main() {}
+//! `dynakv`: run a node, a local dev cluster, and talk to a cluster from the shell.
+//!
+//! # Layout
+//! - `cmd::node`: `dynakv node`, one node until SIGINT/SIGTERM.
+//! - `cmd::dev`: `dynakv dev`, every node of a ring file as child processes.
+//! - `cmd::kv`: `put`, `get`, `delete` and `inspect`.
+//! - `cmd::status`: `dynakv status`, the ring's health at a glance.
+//! - `cli`: argument definitions shared by the commands.
+
+mod cli;
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Node(_) | Command::Dev(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Node(args) => cmd::node::run(args).await,
+            Command::Dev(args) => cmd::dev::run(args).await,
+            Command::Put(args) => cmd::kv::put(args).await,
+            Command::Get(args) => cmd::kv::get(args).await,
+            Command::Delete(args) => cmd::kv::delete(args).await,
+            Command::Inspect(args) => cmd::kv::inspect(args).await,
+            Command::Status(args) => cmd::status::run(args).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// An error and its causes on one line, leaving out causes its message already quotes.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}

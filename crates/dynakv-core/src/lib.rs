@@ -8,8 +8,10 @@
 //! - [`hlc`]: the hybrid logical clock ([`Hlc`], [`Timestamp`]) every writer stamps versions with.
 //! - [`version`]: [`Version`] = (timestamp, writer id), totally ordered.
 //! - [`record`]: [`Record`] (a value or a tombstone, with its version and expiry) and the
-//!   last-write-wins [`merge`](record::merge) rule.
+//!   last-write-wins [`merge`] rule.
 //! - [`codec`]: the compact binary encoding of a record used by storage engines.
+
+#![warn(missing_docs)]
 
 pub mod codec;
 pub mod hlc;

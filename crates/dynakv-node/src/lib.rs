@@ -1,1 +1,21 @@
-//! stub
+//! The dynakv node: serves replica reads and writes for the keys the ring gives it.
+//!
+//! A node is started with [`Node::serve`], which takes its listener and shutdown signal from the
+//! caller, so the binary, tests and benchmarks start nodes the same way.
+//!
+//! # Layout
+//! - [`config`]: [`NodeConfig`], what a node needs to start: its ring, its id, where its data lives.
+//! - [`server`]: [`Node::serve`], opening storage, running the gRPC server, stopping cleanly.
+//! - [`service`]: the `dynakv.v1.Replica` gRPC service: validation, routing checks, the store.
+//! - [`error`]: [`NodeError`], why a node could not start.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod server;
+pub mod service;
+
+pub use config::{NodeConfig, StorageChoice};
+pub use error::NodeError;
+pub use server::Node;

@@ -1,10 +1,19 @@
 //! Generated code for the dynakv wire protocol (`proto/dynakv.proto`, package `dynakv.v1`).
 //!
-//! Nothing here is written by hand: `build.rs` runs a vendored protoc. The node serves
+//! The messages are generated, not written: `build.rs` runs a vendored protoc. The node serves
 //! [`v1::replica_server::Replica`]; the client calls it through [`v1::replica_client::ReplicaClient`].
+//!
+//! # Layout
+//! - [`v1`]: the generated `dynakv.v1` messages, client and server.
+//! - [`convert`]: conversions between wire messages and [`dynakv_core`] types, written once for
+//!   the node and the client alike.
+
+#![warn(missing_docs)]
 
 /// The `dynakv.v1` protocol package.
 #[allow(missing_docs, clippy::all)]
 pub mod v1 {
     tonic::include_proto!("dynakv.v1");
 }
+
+pub mod convert;

@@ -13,6 +13,8 @@
 //! - [`ring`]: [`Ring`], token placement, [`PreferenceList`] and clockwise [`Successors`].
 //! - [`error`]: [`RingError`], one variant per thing a ring file can get wrong.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod error;
 pub mod ring;

@@ -11,6 +11,8 @@
 //! - [`store`]: [`Store`], the node's handle: one writer thread that merges and group-commits,
 //!   reader threads, and the live key count.
 
+#![warn(missing_docs)]
+
 pub mod engine;
 pub mod fjall_engine;
 pub mod memory;

@@ -1,0 +1,315 @@
+//! [`Client`]: puts, gets and deletes against the ring, plus the operator views behind
+//! `dynakv inspect` and `dynakv status`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dynakv_core::{Hlc, Record, Timestamp, Version, now_ms, validate_key, validate_value};
+use dynakv_ring::{Ring, key_token};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::error::{ClientError, Op, ReplicaError};
+use crate::options::{ClientOptions, ReadOptions, WriteOptions};
+use crate::quorum;
+use crate::replica::Replica;
+
+/// Bytes of protobuf framing allowed on top of the largest key and value.
+const MESSAGE_OVERHEAD: usize = 128 * 1024;
+
+/// What every clone of a client shares.
+pub(crate) struct Shared {
+    /// The ring requests are placed by.
+    pub(crate) ring: Arc<Ring>,
+    /// One handle per ring node, indexed like [`Ring::nodes`].
+    pub(crate) replicas: Vec<Replica>,
+    /// Stamps this client's writes; observes every version it reads or is told of.
+    pub(crate) clock: Hlc,
+    /// This client's writer id: random, so two clients never produce equal versions.
+    pub(crate) writer: u64,
+    pub(crate) options: ClientOptions,
+    /// Bounds read repairs in flight.
+    pub(crate) repairs: Arc<Semaphore>,
+    /// Late replies and repairs, so [`Client::settle`] can wait for them.
+    pub(crate) background: TaskTracker,
+}
+
+/// A dynakv client. Cheap to clone; clones share channels, clock and node health.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+/// Builds a [`Client`] with non-default options.
+pub struct ClientBuilder {
+    ring: Ring,
+    options: ClientOptions,
+}
+
+impl ClientBuilder {
+    /// Replaces all options.
+    pub fn options(mut self, options: ClientOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sets the deadline of one replica request.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.options.request_timeout = timeout;
+        self
+    }
+
+    /// Creates the client. Connections open lazily, so this succeeds while nodes are down.
+    pub fn build(self) -> Result<Client, ClientError> {
+        let options = self.options;
+        let max_message = options.max_value_bytes + MESSAGE_OVERHEAD;
+        let replicas = self
+            .ring
+            .nodes()
+            .iter()
+            .map(|node| Replica::new(node, &options, max_message))
+            .collect::<Result<_, _>>()?;
+        Ok(Client {
+            shared: Arc::new(Shared {
+                ring: Arc::new(self.ring),
+                replicas,
+                clock: Hlc::new(),
+                writer: uuid::Uuid::new_v4().as_u64_pair().0,
+                repairs: Arc::new(Semaphore::new(options.max_inflight_repairs.max(1))),
+                options,
+                background: TaskTracker::new(),
+            }),
+        })
+    }
+}
+
+/// A value with the version that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The value.
+    pub value: Bytes,
+    /// The winning version.
+    pub version: Version,
+}
+
+/// What each replica of a key holds, for operators.
+#[derive(Debug)]
+pub struct Inspection {
+    /// The key's token on the ring.
+    pub token: u64,
+    /// One entry per replica, primary first.
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// One replica's view of a key.
+#[derive(Debug)]
+pub struct ReplicaView {
+    /// The node's id.
+    pub node: String,
+    /// The node's address.
+    pub addr: SocketAddr,
+    /// What it holds (`None`: nothing), or why it could not be asked.
+    pub record: Result<Option<Record>, ReplicaError>,
+}
+
+/// One node's health as reported by the node itself.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub id: String,
+    /// The node's address.
+    pub addr: SocketAddr,
+    /// Round-trip time of the health call; `None` when the node did not answer.
+    pub rtt: Option<Duration>,
+    /// The node's answer, or why there was none.
+    pub reply: Result<NodeReport, ReplicaError>,
+}
+
+/// What a node says of itself.
+#[derive(Debug, Clone)]
+pub struct NodeReport {
+    /// Live keys stored.
+    pub keys: u64,
+    /// The ring version the node serves.
+    pub ring_version: u64,
+    /// Time since the node started.
+    pub uptime: Duration,
+}
+
+impl Client {
+    /// A client with the default options for this ring.
+    pub fn connect(ring: Ring) -> Result<Client, ClientError> {
+        Client::builder(ring).build()
+    }
+
+    /// A builder starting from the default options for this ring.
+    pub fn builder(ring: Ring) -> ClientBuilder {
+        let options = ClientOptions::from_ring(&ring);
+        ClientBuilder { ring, options }
+    }
+
+    /// The ring this client places keys by.
+    pub fn ring(&self) -> &Ring {
+        &self.shared.ring
+    }
+
+    /// Stores `value` under `key` with the default W; returns the write's version.
+    pub async fn put(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<Version, ClientError> {
+        self.put_with(key, value, WriteOptions::default()).await
+    }
+
+    /// Stores `value` under `key`, waiting for `options.w` acknowledgements.
+    pub async fn put_with(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        options: WriteOptions,
+    ) -> Result<Version, ClientError> {
+        let (key, value) = (key.into(), value.into());
+        validate_key(&key)?;
+        validate_value(&value, self.shared.options.max_value_bytes)?;
+        let w = self.quorum(Op::Write, options.w)?;
+        let version = self.next_version();
+        quorum::write(&self.shared, key, Record::value(version, value), w).await?;
+        Ok(version)
+    }
+
+    /// Deletes `key` (writes a tombstone) with the default W; returns the delete's version.
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<Version, ClientError> {
+        self.delete_with(key, WriteOptions::default()).await
+    }
+
+    /// Deletes `key`, waiting for `options.w` acknowledgements.
+    pub async fn delete_with(
+        &self,
+        key: impl Into<Bytes>,
+        options: WriteOptions,
+    ) -> Result<Version, ClientError> {
+        let key = key.into();
+        validate_key(&key)?;
+        let w = self.quorum(Op::Write, options.w)?;
+        let version = self.next_version();
+        quorum::write(&self.shared, key, Record::tombstone(version), w).await?;
+        Ok(version)
+    }
+
+    /// The value under `key` with the default R; `None` when missing, deleted or expired.
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Bytes>, ClientError> {
+        self.get_with(key, ReadOptions::default()).await
+    }
+
+    /// The value under `key`, waiting for `options.r` replies.
+    pub async fn get_with(
+        &self,
+        key: impl Into<Bytes>,
+        options: ReadOptions,
+    ) -> Result<Option<Bytes>, ClientError> {
+        Ok(self.get_versioned_with(key, options).await?.map(|v| v.value))
+    }
+
+    /// The value under `key` and the version that wrote it, with the default R.
+    pub async fn get_versioned(
+        &self,
+        key: impl Into<Bytes>,
+    ) -> Result<Option<Versioned>, ClientError> {
+        self.get_versioned_with(key, ReadOptions::default()).await
+    }
+
+    /// The value under `key` and the version that wrote it, waiting for `options.r` replies.
+    pub async fn get_versioned_with(
+        &self,
+        key: impl Into<Bytes>,
+        options: ReadOptions,
+    ) -> Result<Option<Versioned>, ClientError> {
+        let key = key.into();
+        validate_key(&key)?;
+        let r = self.quorum(Op::Read, options.r)?;
+        let record = quorum::read(&self.shared, key, r).await?;
+        Ok(record.and_then(|record| {
+            let value = record.visible_value(now_ms())?.clone();
+            Some(Versioned { value, version: record.version })
+        }))
+    }
+
+    /// What every replica of `key` holds right now, asked directly (node health is ignored).
+    pub async fn inspect(&self, key: impl Into<Bytes>) -> Result<Inspection, ClientError> {
+        let key = key.into();
+        validate_key(&key)?;
+        let token = key_token(&key);
+        let nodes = self.shared.ring.preference_list(token);
+        let reads = nodes.iter().map(|&node| {
+            let replica = &self.shared.replicas[node];
+            let key = key.clone();
+            async move {
+                ReplicaView {
+                    node: replica.id.clone(),
+                    addr: self.shared.ring.nodes()[node].addr,
+                    record: replica.read(key).await,
+                }
+            }
+        });
+        Ok(Inspection { token, replicas: futures::future::join_all(reads).await })
+    }
+
+    /// Asks every node of the ring for its health, concurrently.
+    pub async fn node_statuses(&self) -> Vec<NodeStatus> {
+        let calls = self.shared.replicas.iter().zip(self.shared.ring.nodes()).map(
+            |(replica, node)| async move {
+                let started = Instant::now();
+                let reply = replica.health_check().await;
+                let rtt = reply.is_ok().then(|| started.elapsed());
+                if let Ok(health) = &reply {
+                    self.shared.clock.observe(Timestamp(health.clock));
+                }
+                NodeStatus {
+                    id: node.id.clone(),
+                    addr: node.addr,
+                    rtt,
+                    reply: reply.map(|h| NodeReport {
+                        keys: h.keys,
+                        ring_version: h.ring_version,
+                        uptime: Duration::from_millis(h.uptime_ms),
+                    }),
+                }
+            },
+        );
+        futures::future::join_all(calls).await
+    }
+
+    /// This client's view of each node's health, indexed like the ring's nodes.
+    pub fn health(&self) -> impl Iterator<Item = (&str, &crate::NodeHealth)> {
+        self.shared.replicas.iter().map(|r| (r.id.as_str(), &r.health))
+    }
+
+    /// Waits until every background task has finished: late replies and read repairs.
+    /// Call before exiting a short-lived process so repairs are not cut off.
+    pub async fn settle(&self) {
+        self.shared.background.close();
+        self.shared.background.wait().await;
+        self.shared.background.reopen();
+    }
+
+    /// The quorum to use: the override, or the ring's default, checked against N.
+    fn quorum(&self, op: Op, asked: Option<usize>) -> Result<usize, ClientError> {
+        let replication = self.shared.ring.replication();
+        let default = match op {
+            Op::Read => replication.r,
+            Op::Write => replication.w,
+        };
+        let quorum = asked.unwrap_or(default);
+        if quorum == 0 || quorum > replication.n {
+            return Err(ClientError::InvalidQuorum { op, asked: quorum, n: replication.n });
+        }
+        Ok(quorum)
+    }
+
+    fn next_version(&self) -> Version {
+        Version::new(self.shared.clock.now(), self.shared.writer)
+    }
+}

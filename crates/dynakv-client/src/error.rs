@@ -1,0 +1,266 @@
+//! What can go wrong for a client call, with the numbers a caller needs to act on it.
+
+use std::fmt;
+use std::time::Duration;
+
+use dynakv_core::InputError;
+use thiserror::Error;
+
+/// A failed client call.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The key or value was refused before anything was sent.
+    #[error("invalid input: {0}")]
+    Input(#[from] InputError),
+    /// A per-call R or W outside 1..=N.
+    #[error("{op} quorum {asked} is out of range: must be between 1 and n = {n}")]
+    InvalidQuorum {
+        /// Read or write.
+        op: Op,
+        /// The quorum asked for.
+        asked: usize,
+        /// Replicas per key.
+        n: usize,
+    },
+    /// Fewer replicas answered than the quorum needs.
+    #[error(transparent)]
+    Quorum(#[from] QuorumError),
+    /// A node's address cannot be used to build a channel.
+    #[error("node {node}: bad address: {reason}")]
+    Address {
+        /// The node's id.
+        node: String,
+        /// Why the address was refused.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// True when the failure may go away on a retry (replicas unreachable or slow).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ClientError::Quorum(_))
+    }
+}
+
+/// Which kind of operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A get.
+    Read,
+    /// A put or delete.
+    Write,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Read => "read",
+            Op::Write => "write",
+        })
+    }
+}
+
+/// What is known of a write that missed its quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// No replica stored it: every request was refused or never sent.
+    NotApplied,
+    /// Some replica may have stored it; a later read may see it.
+    Unknown,
+}
+
+/// Fewer replicas answered than the quorum needs.
+#[derive(Debug, Clone, Error)]
+pub struct QuorumError {
+    /// Read or write.
+    pub op: Op,
+    /// Replies the quorum needed.
+    pub needed: usize,
+    /// Replicas that answered successfully (acknowledged a write, or returned a read).
+    pub got: usize,
+    /// Replicas the key has (N).
+    pub replicas: usize,
+    /// Why each other replica did not answer.
+    pub failures: Vec<ReplicaFailure>,
+}
+
+impl QuorumError {
+    /// For writes: whether the write may have landed on some replicas.
+    pub fn write_outcome(&self) -> WriteOutcome {
+        if self.got > 0 || self.failures.iter().any(|f| f.cause.may_have_applied()) {
+            WriteOutcome::Unknown
+        } else {
+            WriteOutcome::NotApplied
+        }
+    }
+}
+
+impl fmt::Display for QuorumError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = match self.op {
+            Op::Read => "answered",
+            Op::Write => "acknowledged",
+        };
+        write!(
+            f,
+            "{} quorum not met: {} of {} required replicas {verb} (of {} replicas",
+            self.op, self.got, self.needed, self.replicas
+        )?;
+        for (i, failure) in self.failures.iter().enumerate() {
+            f.write_str(if i == 0 { "; " } else { ", " })?;
+            write!(f, "{}: {}", failure.node, failure.cause)?;
+        }
+        f.write_str(")")?;
+        if self.op == Op::Write {
+            match self.write_outcome() {
+                WriteOutcome::Unknown => f.write_str(
+                    "; outcome unknown: the write may have been applied on some replicas",
+                )?,
+                WriteOutcome::NotApplied => f.write_str("; the write was not applied")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One replica's failure within a quorum call.
+#[derive(Debug, Clone)]
+pub struct ReplicaFailure {
+    /// The node's id.
+    pub node: String,
+    /// What went wrong.
+    pub cause: ReplicaError,
+}
+
+/// Why one replica did not answer.
+#[derive(Debug, Clone, Error)]
+pub enum ReplicaError {
+    /// The node failed recently and is skipped until its next retry.
+    #[error("down, next retry in {}ms", retry_in.as_millis())]
+    Down {
+        /// Time until the client tries the node again.
+        retry_in: Duration,
+    },
+    /// No reply before the request deadline.
+    #[error("timed out after {}ms", after.as_millis())]
+    Timeout {
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// The node refused the connection: nothing was sent, so nothing was applied.
+    #[error("connection refused")]
+    Refused,
+    /// The node could not be reached or dropped the connection.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The node answered with an error.
+    #[error("{code:?}: {message}")]
+    Rejected {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The node's message.
+        message: String,
+    },
+}
+
+impl ReplicaError {
+    /// True when the request may have reached the node and been applied.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            ReplicaError::Down { .. } | ReplicaError::Refused => false,
+            ReplicaError::Rejected { code, .. } => {
+                !matches!(code, tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition)
+            }
+            ReplicaError::Timeout { .. } | ReplicaError::Unreachable(_) => true,
+        }
+    }
+
+    /// True when the failure says the node (not the request) is unwell.
+    pub fn counts_against_health(&self) -> bool {
+        match self {
+            ReplicaError::Timeout { .. } | ReplicaError::Refused | ReplicaError::Unreachable(_) => {
+                true
+            }
+            ReplicaError::Rejected { code, .. } => {
+                matches!(code, tonic::Code::Unavailable | tonic::Code::Internal)
+            }
+            ReplicaError::Down { .. } => false,
+        }
+    }
+
+    /// Classifies a gRPC status from a call.
+    pub fn from_status(status: tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown if is_transport(&status) => {
+                if connection_refused(&status) {
+                    ReplicaError::Refused
+                } else {
+                    ReplicaError::Unreachable(transport_reason(&status))
+                }
+            }
+            code => ReplicaError::Rejected { code, message: status.message().to_string() },
+        }
+    }
+}
+
+/// True when tonic produced the status because the connection failed, not the node.
+fn is_transport(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable || std::error::Error::source(status).is_some()
+}
+
+/// True when the connection attempt itself was refused (no request was sent).
+fn connection_refused(status: &tonic::Status) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// The innermost cause of a transport failure (e.g. "Connection refused (os error 111)").
+fn transport_reason(status: &tonic::Status) -> String {
+    let mut cause: &dyn std::error::Error = status;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let reason = cause.to_string();
+    if reason.is_empty() { status.message().to_string() } else { reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_errors_say_how_many_acked_and_why() {
+        let err = QuorumError {
+            op: Op::Write,
+            needed: 2,
+            got: 1,
+            replicas: 3,
+            failures: vec![
+                ReplicaFailure {
+                    node: "n2".into(),
+                    cause: ReplicaError::Unreachable("broken pipe".into()),
+                },
+                ReplicaFailure {
+                    node: "n3".into(),
+                    cause: ReplicaError::Down { retry_in: Duration::from_millis(200) },
+                },
+            ],
+        };
+        assert_eq!(
+            err.to_string(),
+            "write quorum not met: 1 of 2 required replicas acknowledged (of 3 replicas; \
+             n2: unreachable: broken pipe, n3: down, next retry in 200ms); \
+             outcome unknown: the write may have been applied on some replicas"
+        );
+        let none = QuorumError { got: 0, failures: err.failures[1..].to_vec(), ..err };
+        assert_eq!(none.write_outcome(), WriteOutcome::NotApplied);
+    }
+}

@@ -1,0 +1,114 @@
+//! One node as the client sees it: a long-lived HTTP/2 channel, a deadline on every call, and
+//! health accounting from every result, late ones included.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use dynakv_core::Record;
+use dynakv_proto::v1::{self, replica_client::ReplicaClient};
+use dynakv_ring::NodeSpec;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{ClientError, ReplicaError};
+use crate::health::NodeHealth;
+use crate::options::ClientOptions;
+
+/// HTTP/2 flow-control window of the connection to a node: room for many values in flight.
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+/// HTTP/2 flow-control window of one request.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+
+/// A node's channel and health.
+#[derive(Debug)]
+pub struct Replica {
+    /// The node's id, for errors and logs.
+    pub id: String,
+    /// One multiplexed HTTP/2 connection, opened lazily and re-opened after failures.
+    client: ReplicaClient<Channel>,
+    /// What this client knows of the node's health.
+    pub health: NodeHealth,
+    /// Deadline of one call.
+    timeout: std::time::Duration,
+}
+
+impl Replica {
+    /// A handle on `node`; connects on first use.
+    pub fn new(
+        node: &NodeSpec,
+        options: &ClientOptions,
+        max_message: usize,
+    ) -> Result<Self, ClientError> {
+        let endpoint = Endpoint::from_shared(format!("http://{}", node.addr))
+            .map_err(|e| ClientError::Address { node: node.id.clone(), reason: e.to_string() })?
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+            .keep_alive_timeout(options.request_timeout.max(std::time::Duration::from_secs(1)))
+            .keep_alive_while_idle(true)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .initial_stream_window_size(STREAM_WINDOW);
+        let client = ReplicaClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
+        Ok(Replica {
+            id: node.id.clone(),
+            client,
+            health: NodeHealth::new(options),
+            timeout: options.request_timeout,
+        })
+    }
+
+    /// Reads the node's record for `key` (tombstones and expired records included).
+    pub async fn read(&self, key: Bytes) -> Result<Option<Record>, ReplicaError> {
+        let mut client = self.client.clone();
+        let reply = self.call(client.read(v1::ReadRequest { key })).await?;
+        match reply.record {
+            Some(wire) => Record::try_from(wire).map(Some).map_err(|e| ReplicaError::Rejected {
+                code: tonic::Code::Internal,
+                message: e.to_string(),
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// Offers `record` for `key`; the node keeps it if it is newer than what it holds.
+    pub async fn write(
+        &self,
+        key: Bytes,
+        record: Record,
+    ) -> Result<v1::WriteResponse, ReplicaError> {
+        let mut client = self.client.clone();
+        self.call(client.write(v1::WriteRequest { key, record: Some(record.into()) })).await
+    }
+
+    /// The node's identity, clock and counters.
+    pub async fn health_check(&self) -> Result<v1::HealthResponse, ReplicaError> {
+        let mut client = self.client.clone();
+        self.call(client.health(v1::HealthRequest {})).await
+    }
+
+    /// Runs one call under the deadline and records its result in the node's health.
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, ReplicaError> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(reply)) => Ok(reply.into_inner()),
+            Ok(Err(status))
+                if status.code() == tonic::Code::Cancelled && started.elapsed() >= self.timeout =>
+            {
+                Err(ReplicaError::Timeout { after: self.timeout })
+            }
+            Ok(Err(status)) => Err(ReplicaError::from_status(status)),
+            Err(_) => Err(ReplicaError::Timeout { after: self.timeout }),
+        };
+        match &result {
+            Ok(_) => self.health.record_success(started.elapsed()),
+            Err(e) if e.counts_against_health() => self.health.record_failure(),
+            Err(_) => self.health.record_success(started.elapsed()),
+        }
+        result
+    }
+}

@@ -1,0 +1,44 @@
+//! What a node needs to start.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynakv_ring::Ring;
+
+/// Which engine holds the node's records.
+#[derive(Debug, Clone)]
+pub enum StorageChoice {
+    /// The persistent fjall engine in this directory (created if missing).
+    Fjall(PathBuf),
+    /// In memory only: nothing survives the process. For tests and benchmarks.
+    Memory,
+}
+
+/// A node's start-up configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The ring this node serves; the node's own entry gives its id.
+    pub ring: Arc<Ring>,
+    /// This node's id in the ring.
+    pub id: String,
+    /// Where records are kept.
+    pub storage: StorageChoice,
+    /// Threads serving storage reads.
+    pub storage_readers: usize,
+    /// Longest wait for open connections to finish at shutdown before the node stops anyway.
+    pub drain_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// A configuration with the documented defaults: 2 storage reader threads, a 10 s drain.
+    pub fn new(ring: Arc<Ring>, id: impl Into<String>, storage: StorageChoice) -> Self {
+        NodeConfig {
+            ring,
+            id: id.into(),
+            storage,
+            storage_readers: 2,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}

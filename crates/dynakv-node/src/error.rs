@@ -1,0 +1,20 @@
+//! Why a node could not start or serve.
+
+use thiserror::Error;
+
+/// A node that could not start, or whose server failed.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The node's id is not in its ring.
+    #[error(transparent)]
+    Ring(#[from] dynakv_ring::RingError),
+    /// Storage could not be opened.
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] dynakv_storage::StorageError),
+    /// The listener could not be used.
+    #[error("listener: {0}")]
+    Listener(#[from] std::io::Error),
+    /// The gRPC server failed.
+    #[error("server: {0}")]
+    Server(#[from] tonic::transport::Error),
+}

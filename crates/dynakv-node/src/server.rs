@@ -1,0 +1,106 @@
+//! Starting and stopping a node.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use dynakv_core::Hlc;
+use dynakv_proto::v1::replica_server::ReplicaServer;
+use dynakv_ring::SyncPolicy;
+use dynakv_storage::{FjallStorage, MemoryStorage, Storage, Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::{NodeConfig, StorageChoice};
+use crate::error::NodeError;
+use crate::service::{NodeState, ReplicaService, max_message_bytes};
+
+/// Concurrent requests one connection may carry.
+const MAX_STREAMS_PER_CONNECTION: u32 = 16 * 1024;
+/// HTTP/2 flow-control window of a connection: room for many values in flight at once.
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+/// HTTP/2 flow-control window of one request.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+
+/// A dynakv node.
+pub struct Node;
+
+impl Node {
+    /// Serves the node on `listener` until `shutdown` completes, then drains open connections
+    /// and closes storage. Storage is opened before the first request is accepted.
+    pub async fn serve(
+        listener: TcpListener,
+        config: NodeConfig,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), NodeError> {
+        let index = config.ring.node_index(&config.id)?;
+        let engine: Arc<dyn Storage> = match &config.storage {
+            StorageChoice::Fjall(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || FjallStorage::open(&dir))
+                    .await
+                    .expect("storage open task panicked")
+                    .map(|e| Arc::new(e) as Arc<dyn Storage>)?
+            }
+            StorageChoice::Memory => Arc::new(MemoryStorage::new()),
+        };
+        let options = StoreOptions {
+            sync: config.ring.config().storage.sync == SyncPolicy::Always,
+            readers: config.storage_readers,
+            ..StoreOptions::default()
+        };
+        let store = tokio::task::spawn_blocking(move || Store::open(engine, options))
+            .await
+            .expect("storage open task panicked")?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(NodeState {
+            id: config.id.clone(),
+            index,
+            ring: config.ring.clone(),
+            store,
+            clock: Hlc::new(),
+            started: Instant::now(),
+        });
+        tracing::info!(node = %config.id, %addr, keys = state.store.live_keys(), "node serving");
+
+        let max = max_message_bytes(&config.ring);
+        let service = ReplicaServer::new(ReplicaService::new(state.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            // A client multiplexes every request to this node over one connection; a burst can
+            // open thousands of streams before it has seen this limit, and streams refused then
+            // make the connection fail for all of them.
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                shutdown.await;
+                let _ = drained_tx.send(());
+            });
+        let mut server = Box::pin(server);
+        let result = tokio::select! {
+            // Polled first: once the server has finished, its shutdown sender is gone too.
+            biased;
+            result = &mut server => result,
+            _ = drained_rx => {
+                tracing::info!(node = %config.id, "shutting down: draining connections");
+                match tokio::time::timeout(config.drain_timeout, &mut server).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(node = %config.id, "connections still open after the drain timeout; stopping anyway");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        drop(server);
+        // The last reference closes storage, which joins its threads: keep that off the runtime.
+        let _ = tokio::task::spawn_blocking(move || drop(state)).await;
+        tracing::info!(node = %config.id, "node stopped");
+        result.map_err(NodeError::from)
+    }
+}

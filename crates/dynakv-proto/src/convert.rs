@@ -1,0 +1,71 @@
+//! Conversions between wire messages and the core vocabulary.
+
+use dynakv_core::{Record, Timestamp, Version};
+
+use crate::v1;
+
+/// A wire message that is missing a required part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingField(pub &'static str);
+
+impl std::fmt::Display for MissingField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "message has no {}", self.0)
+    }
+}
+
+impl std::error::Error for MissingField {}
+
+impl From<Version> for v1::Version {
+    fn from(v: Version) -> Self {
+        v1::Version { timestamp: v.timestamp.0, writer: v.writer }
+    }
+}
+
+impl From<v1::Version> for Version {
+    fn from(v: v1::Version) -> Self {
+        Version::new(Timestamp(v.timestamp), v.writer)
+    }
+}
+
+impl From<Record> for v1::Record {
+    fn from(r: Record) -> Self {
+        v1::Record {
+            version: Some(r.version.into()),
+            tombstone: r.value.is_none(),
+            value: r.value.unwrap_or_default(),
+            expires_at_ms: r.expires_at_ms,
+        }
+    }
+}
+
+impl TryFrom<v1::Record> for Record {
+    type Error = MissingField;
+
+    fn try_from(r: v1::Record) -> Result<Self, MissingField> {
+        let version = r.version.ok_or(MissingField("record version"))?.into();
+        let value = if r.tombstone { None } else { Some(r.value) };
+        Ok(Record { version, value, expires_at_ms: r.expires_at_ms })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn records_round_trip() {
+        let version = Version::new(Timestamp(77), 9);
+        for record in [
+            Record::value(version, Bytes::from_static(b"v")),
+            Record::value(version, Bytes::new()),
+            Record::tombstone(version),
+        ] {
+            let wire: v1::Record = record.clone().into();
+            assert_eq!(Record::try_from(wire).unwrap(), record);
+        }
+        let bare = v1::Record { version: None, ..Default::default() };
+        assert_eq!(Record::try_from(bare), Err(MissingField("record version")));
+    }
+}

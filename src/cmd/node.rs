@@ -1,0 +1,40 @@
+//! `dynakv node`: serve one node until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use dynakv_node::{Node, NodeConfig, StorageChoice};
+use dynakv_ring::Ring;
+use tokio::net::TcpListener;
+
+use crate::cli::NodeArgs;
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
+    let ring = Ring::load(&args.ring.ring)?;
+    let index = ring.node_index(&args.id)?;
+    let addr = ring.nodes()[index].addr;
+    let storage = if args.memory {
+        StorageChoice::Memory
+    } else {
+        let dir = args.data_dir.unwrap_or_else(|| std::path::Path::new("data").join(&args.id));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        StorageChoice::Fjall(dir)
+    };
+    let listener =
+        TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let config = NodeConfig::new(Arc::new(ring), args.id, storage);
+    Node::serve(listener, config, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,151 @@
+//! `dynakv status`: every node's health, and whether every key range can still meet quorum.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use dynakv_client::NodeStatus;
+use dynakv_ring::Ring;
+
+use crate::cli::StatusArgs;
+
+/// How many ranges of the ring have too few live replicas for the default quorums.
+struct QuorumCheck {
+    ranges: usize,
+    below_read: usize,
+    below_write: usize,
+    /// Share of the key space in ranges below either quorum.
+    share_below: f64,
+}
+
+fn check_quorum(ring: &Ring, up: &[bool]) -> QuorumCheck {
+    let replication = ring.replication();
+    let mut check = QuorumCheck { ranges: 0, below_read: 0, below_write: 0, share_below: 0.0 };
+    for range in ring.ranges() {
+        let live = range.replicas.iter().filter(|&&node| up[node]).count();
+        check.ranges += 1;
+        check.below_read += usize::from(live < replication.r);
+        check.below_write += usize::from(live < replication.w);
+        if live < replication.r.max(replication.w) {
+            check.share_below += range.width() as f64 / 2f64.powi(64);
+        }
+    }
+    if ring.ranges().count() == 1 && check.share_below > 0.0 {
+        check.share_below = 1.0;
+    }
+    check
+}
+
+pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let client = super::client(&args.ring)?;
+    let ring = client.ring().clone();
+    // The first call opens each connection; the second measures the round trip alone.
+    client.node_statuses().await;
+    let statuses = client.node_statuses().await;
+    let up: Vec<bool> = statuses.iter().map(|s| s.reply.is_ok()).collect();
+    let shares = ring.primary_shares();
+    let check = check_quorum(&ring, &up);
+    let healthy = check.below_read == 0 && check.below_write == 0;
+    let replication = ring.replication();
+
+    if args.json {
+        let nodes: Vec<_> =
+            statuses.iter().zip(&shares).map(|(s, share)| node_json(s, *share)).collect();
+        let doc = serde_json::json!({
+            "ring_version": ring.version(),
+            "replication": { "n": replication.n, "r": replication.r, "w": replication.w },
+            "nodes": nodes,
+            "quorum": {
+                "ok": healthy,
+                "ranges": check.ranges,
+                "ranges_below_r": check.below_read,
+                "ranges_below_w": check.below_write,
+                "share_below": check.share_below,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!(
+            "{:<8} {:<21} {:<5} {:>8} {:>6} {:>10} {:>5} {:>10}",
+            "NODE", "ADDRESS", "STATE", "RTT", "OWNS", "KEYS", "RING", "UPTIME"
+        );
+        for (s, share) in statuses.iter().zip(&shares) {
+            let (state, rtt, keys, ring_version, uptime) = match &s.reply {
+                Ok(r) => (
+                    "UP",
+                    format!("{:.2}ms", s.rtt.unwrap_or_default().as_secs_f64() * 1e3),
+                    r.keys.to_string(),
+                    format!("v{}", r.ring_version),
+                    human(r.uptime),
+                ),
+                Err(_) => ("DOWN", "-".into(), "-".into(), "-".into(), "-".into()),
+            };
+            println!(
+                "{:<8} {:<21} {:<5} {:>8} {:>5.1}% {:>10} {:>5} {:>10}",
+                s.id,
+                s.addr.to_string(),
+                state,
+                rtt,
+                share * 100.0,
+                keys,
+                ring_version,
+                uptime
+            );
+        }
+        for s in statuses.iter().filter(|s| s.reply.is_err()) {
+            if let Err(e) = &s.reply {
+                println!("  {} is down: {e}", s.id);
+            }
+        }
+        let (n, r, w) = (replication.n, replication.r, replication.w);
+        if healthy {
+            println!(
+                "quorum: OK: every one of {} ranges has at least R={r} and W={w} live replicas of N={n}",
+                check.ranges
+            );
+        } else {
+            println!(
+                "quorum: DEGRADED: {} of {} ranges ({:.1}% of keys) below R={r} or W={w} live replicas of N={n} \
+                 ({} below R, {} below W)",
+                check.below_read.max(check.below_write),
+                check.ranges,
+                check.share_below * 100.0,
+                check.below_read,
+                check.below_write
+            );
+        }
+    }
+    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn node_json(s: &NodeStatus, share: f64) -> serde_json::Value {
+    let mut item = serde_json::json!({
+        "id": s.id,
+        "addr": s.addr.to_string(),
+        "up": s.reply.is_ok(),
+        "share": share,
+    });
+    match &s.reply {
+        Ok(r) => {
+            item["keys"] = r.keys.into();
+            item["ring_version"] = r.ring_version.into();
+            item["uptime_s"] = r.uptime.as_secs().into();
+            item["rtt_ms"] = (s.rtt.unwrap_or_default().as_secs_f64() * 1e3).into();
+        }
+        Err(e) => {
+            item["keys"] = serde_json::Value::Null;
+            item["error"] = e.to_string().into();
+        }
+    }
+    item
+}
+
+/// A duration as `3d4h`, `5h2m`, `7m12s` or `42s`.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}

@@ -1,0 +1,100 @@
+//! Bad input is refused with a clear, typed error and writes nothing.
+
+use bytes::Bytes;
+use dynakv_client::ClientError;
+use dynakv_core::{InputError, MAX_KEY_BYTES};
+use dynakv_proto::v1::{self, replica_client::ReplicaClient};
+use dynakv_ring::key_token;
+
+use crate::support::TestCluster;
+
+#[tokio::test]
+async fn bad_keys_and_values_are_refused_before_any_write() {
+    let cluster = TestCluster::start(3, 3, 2, 2).await;
+    let client = cluster.client();
+    let big_key = Bytes::from(vec![b'k'; MAX_KEY_BYTES + 1]);
+    let big_value = Bytes::from(vec![0u8; 1024 * 1024 + 1]);
+
+    let err = client.put("", "v").await.unwrap_err();
+    assert!(matches!(err, ClientError::Input(InputError::EmptyKey)), "{err}");
+    assert_eq!(err.to_string(), "invalid input: key is empty");
+    let err = client.put(big_key.clone(), "v").await.unwrap_err();
+    assert!(matches!(err, ClientError::Input(InputError::KeyTooLarge { .. })), "{err}");
+    let err = client.put("k", big_value).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Input(InputError::ValueTooLarge { len: 1048577, max: 1048576 })),
+        "{err}"
+    );
+    assert!(matches!(client.get("").await, Err(ClientError::Input(InputError::EmptyKey))));
+    assert!(matches!(client.delete(big_key).await, Err(ClientError::Input(_))));
+
+    // The largest allowed key and value do go through.
+    let max_key = Bytes::from(vec![b'k'; MAX_KEY_BYTES]);
+    client.put(max_key.clone(), Bytes::from(vec![1u8; 1024 * 1024])).await.unwrap();
+    assert_eq!(client.get(max_key).await.unwrap().unwrap().len(), 1024 * 1024);
+
+    client.settle().await;
+    for status in client.node_statuses().await {
+        assert_eq!(
+            status.reply.unwrap().keys,
+            1,
+            "only the valid write was stored on {}",
+            status.id
+        );
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn nodes_refuse_malformed_and_misrouted_requests() {
+    let cluster = TestCluster::start(4, 2, 1, 1).await;
+    let addr = cluster.ring.nodes()[0].addr;
+    let mut raw = ReplicaClient::connect(format!("http://{addr}")).await.unwrap();
+
+    let empty = raw.read(v1::ReadRequest { key: Bytes::new() }).await.unwrap_err();
+    assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+    assert!(empty.message().contains("key is empty"), "{}", empty.message());
+
+    // A key n1 replicates, and one it does not.
+    let key_for = |owned: bool| {
+        (0..)
+            .map(|i| format!("probe-{i}"))
+            .find(|k| cluster.ring.preference_list(key_token(k.as_bytes())).contains(&0) == owned)
+            .unwrap()
+    };
+    let ours = Bytes::from(key_for(true));
+    let theirs = Bytes::from(key_for(false));
+
+    let no_record =
+        raw.write(v1::WriteRequest { key: ours.clone(), record: None }).await.unwrap_err();
+    assert_eq!(no_record.code(), tonic::Code::InvalidArgument);
+    let no_version =
+        v1::Record { version: None, tombstone: false, value: Bytes::from("v"), expires_at_ms: 0 };
+    let err = raw
+        .write(v1::WriteRequest { key: ours.clone(), record: Some(no_version) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    let record = v1::Record {
+        version: Some(v1::Version { timestamp: 1, writer: 1 }),
+        tombstone: false,
+        value: Bytes::from("v"),
+        expires_at_ms: 0,
+    };
+    let misrouted = raw
+        .write(v1::WriteRequest { key: theirs.clone(), record: Some(record.clone()) })
+        .await
+        .unwrap_err();
+    assert_eq!(misrouted.code(), tonic::Code::FailedPrecondition);
+    assert!(misrouted.message().contains("not a replica"), "{}", misrouted.message());
+    let misrouted = raw.read(v1::ReadRequest { key: theirs }).await.unwrap_err();
+    assert_eq!(misrouted.code(), tonic::Code::FailedPrecondition);
+
+    let health = raw.health(v1::HealthRequest {}).await.unwrap().into_inner();
+    assert_eq!((health.node_id.as_str(), health.keys), ("n1", 0), "nothing was stored");
+    raw.write(v1::WriteRequest { key: ours, record: Some(record) }).await.unwrap();
+    assert_eq!(raw.health(v1::HealthRequest {}).await.unwrap().into_inner().keys, 1);
+    drop(raw);
+    cluster.shutdown().await;
+}

@@ -1,0 +1,51 @@
+//! Read repair brings stale replicas up to date.
+
+use bytes::Bytes;
+
+use crate::support::TestCluster;
+
+#[tokio::test]
+async fn a_read_repairs_a_replica_that_missed_a_write() {
+    let mut cluster = TestCluster::start(3, 3, 2, 2).await;
+    let writer = cluster.client();
+    writer.put("k", "old").await.unwrap();
+    cluster.stop(2).await;
+    let version = writer.put("k", "new").await.unwrap();
+    writer.settle().await;
+    cluster.restart(2).await;
+
+    let reader = cluster.client();
+    let stale = cluster.replica_record(&reader, 2, "k").await.unwrap();
+    assert!(stale.version < version, "n3 missed the write");
+    assert_eq!(stale.value, Some(Bytes::from("old")));
+
+    assert_eq!(reader.get("k").await.unwrap(), Some(Bytes::from("new")));
+    reader.settle().await;
+    let repaired = cluster.replica_record(&reader, 2, "k").await.unwrap();
+    assert_eq!(repaired.version, version);
+    assert_eq!(repaired.value, Some(Bytes::from("new")));
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_read_repairs_a_replica_that_missed_a_delete_and_a_first_write() {
+    let mut cluster = TestCluster::start(3, 3, 2, 2).await;
+    let client = cluster.client();
+    client.put("gone", "v").await.unwrap();
+    cluster.stop(0).await;
+    let deleted = client.delete("gone").await.unwrap();
+    let created = client.put("fresh", "v").await.unwrap();
+    client.settle().await;
+    cluster.restart(0).await;
+
+    let reader = cluster.client();
+    assert!(cluster.replica_record(&reader, 0, "gone").await.unwrap().value.is_some());
+    assert_eq!(cluster.replica_record(&reader, 0, "fresh").await, None);
+    assert_eq!(reader.get("gone").await.unwrap(), None);
+    assert_eq!(reader.get("fresh").await.unwrap(), Some(Bytes::from("v")));
+    reader.settle().await;
+    let tombstone = cluster.replica_record(&reader, 0, "gone").await.unwrap();
+    assert!(tombstone.is_tombstone() && tombstone.version == deleted);
+    assert_eq!(cluster.replica_record(&reader, 0, "fresh").await.unwrap().version, created);
+    cluster.shutdown().await;
+}

@@ -1,0 +1,215 @@
+//! A test cluster: nodes served in this process by `Node::serve` on loopback listeners, each
+//! with its own fjall directory, stoppable and restartable on the same address.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dynakv_client::{Client, ClientOptions};
+use dynakv_core::Record;
+use dynakv_node::{Node, NodeConfig, StorageChoice};
+use dynakv_ring::Ring;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Deadline of one request in tests: generous, so a loaded 2-core machine never trips it.
+pub const TEST_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Ring file text for nodes at `addrs`, with the given replication settings.
+pub fn ring_text(addrs: &[SocketAddr], n: usize, r: usize, w: usize) -> String {
+    let mut text = format!("vnodes = 32\n[replication]\nn = {n}\nr = {r}\nw = {w}\n");
+    for (i, addr) in addrs.iter().enumerate() {
+        text += &format!("[[nodes]]\nid = \"n{}\"\naddr = \"{addr}\"\n", i + 1);
+    }
+    text
+}
+
+/// A free loopback port, found by binding port 0 and letting it go.
+pub fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.local_addr().expect("local addr")
+}
+
+/// A client for `ring` with test deadlines.
+pub fn client_for(ring: &Ring) -> Client {
+    let options =
+        ClientOptions { request_timeout: TEST_REQUEST_TIMEOUT, ..ClientOptions::from_ring(ring) };
+    Client::builder(ring.clone()).options(options).build().expect("client")
+}
+
+/// One in-process node.
+struct TestNode {
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    /// Present while the node runs.
+    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+/// Nodes of one ring, in this process.
+pub struct TestCluster {
+    pub ring: Ring,
+    nodes: Vec<TestNode>,
+    /// Holds the data directories and the ring file; removed on drop.
+    pub dir: TempDir,
+}
+
+impl TestCluster {
+    /// Starts `nodes` nodes with replication `n`, `r`, `w`.
+    pub async fn start(nodes: usize, n: usize, r: usize, w: usize) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut listeners = Vec::new();
+        for _ in 0..nodes {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind loopback"));
+        }
+        let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let text = ring_text(&addrs, n, r, w);
+        std::fs::write(dir.path().join("ring.toml"), &text).unwrap();
+        let ring = Ring::parse(&text).expect("valid test ring");
+        let mut cluster = TestCluster {
+            nodes: addrs
+                .iter()
+                .enumerate()
+                .map(|(i, &addr)| TestNode {
+                    addr,
+                    data_dir: dir.path().join(format!("n{}", i + 1)),
+                    running: None,
+                })
+                .collect(),
+            ring,
+            dir,
+        };
+        for (i, listener) in listeners.into_iter().enumerate() {
+            cluster.serve(i, listener);
+        }
+        cluster
+    }
+
+    /// The ring file's path.
+    pub fn ring_path(&self) -> PathBuf {
+        self.dir.path().join("ring.toml")
+    }
+
+    fn serve(&mut self, i: usize, listener: TcpListener) {
+        let node = &mut self.nodes[i];
+        let config = NodeConfig::new(
+            Arc::new(self.ring.clone()),
+            format!("n{}", i + 1),
+            StorageChoice::Fjall(node.data_dir.clone()),
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            Node::serve(listener, config, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("node failed");
+        });
+        node.running = Some((stop, task));
+    }
+
+    /// A client with test deadlines.
+    pub fn client(&self) -> Client {
+        client_for(&self.ring)
+    }
+
+    /// Stops node `i` (0-based) cleanly and waits until it has let go of its port and storage.
+    pub async fn stop(&mut self, i: usize) {
+        if let Some((stop, task)) = self.nodes[i].running.take() {
+            let _ = stop.send(());
+            task.await.expect("node task");
+        }
+    }
+
+    /// Starts node `i` again on its old address, with its old data.
+    pub async fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].running.is_none(), "node {i} is running");
+        let addr = self.nodes[i].addr;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("rebinding {addr}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot rebind {addr}: {e}"),
+            }
+        };
+        self.serve(i, listener);
+    }
+
+    /// What node `i` holds for `key`, asked directly.
+    pub async fn replica_record(&self, client: &Client, i: usize, key: &str) -> Option<Record> {
+        let id = format!("n{}", i + 1);
+        let inspection = client.inspect(key.to_string()).await.expect("inspect");
+        let view = inspection.replicas.into_iter().find(|v| v.node == id);
+        view.expect("node is a replica of the key").record.expect("replica answers")
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some((stop, task)) = node.running.take() {
+                let _ = stop.send(());
+                task.abort();
+            }
+        }
+    }
+}
+
+/// A `dynakv node` process of the real binary.
+pub struct NodeProcess {
+    child: std::process::Child,
+}
+
+impl NodeProcess {
+    /// Starts `dynakv node --ring <ring> --id <id> --data-dir <dir>`.
+    pub fn start(ring: &Path, id: &str, data_dir: &Path) -> NodeProcess {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_dynakv"))
+            .args(["node", "--ring"])
+            .arg(ring)
+            .args(["--id", id, "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("spawn dynakv node");
+        NodeProcess { child }
+    }
+
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (at most 60 s) until every node of the ring answers a health check.
+pub async fn wait_until_up(client: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let statuses = client.node_statuses().await;
+        if statuses.iter().all(|s| s.reply.is_ok()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nodes did not come up: {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
