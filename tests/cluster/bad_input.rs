@@ -65,13 +65,19 @@ async fn nodes_refuse_malformed_and_misrouted_requests() {
     let ours = Bytes::from(key_for(true));
     let theirs = Bytes::from(key_for(false));
 
-    let no_record =
-        raw.write(v1::WriteRequest { key: ours.clone(), record: None }).await.unwrap_err();
+    let no_record = raw
+        .write(v1::WriteRequest { key: ours.clone(), record: None, hint_for: String::new() })
+        .await
+        .unwrap_err();
     assert_eq!(no_record.code(), tonic::Code::InvalidArgument);
     let no_version =
         v1::Record { version: None, tombstone: false, value: Bytes::from("v"), expires_at_ms: 0 };
     let err = raw
-        .write(v1::WriteRequest { key: ours.clone(), record: Some(no_version) })
+        .write(v1::WriteRequest {
+            key: ours.clone(),
+            record: Some(no_version),
+            hint_for: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -83,17 +89,51 @@ async fn nodes_refuse_malformed_and_misrouted_requests() {
         expires_at_ms: 0,
     };
     let misrouted = raw
-        .write(v1::WriteRequest { key: theirs.clone(), record: Some(record.clone()) })
+        .write(v1::WriteRequest {
+            key: theirs.clone(),
+            record: Some(record.clone()),
+            hint_for: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(misrouted.code(), tonic::Code::FailedPrecondition);
     assert!(misrouted.message().contains("not a replica"), "{}", misrouted.message());
-    let misrouted = raw.read(v1::ReadRequest { key: theirs }).await.unwrap_err();
+    let misrouted = raw.read(v1::ReadRequest { key: theirs.clone() }).await.unwrap_err();
     assert_eq!(misrouted.code(), tonic::Code::FailedPrecondition);
 
     let health = raw.health(v1::HealthRequest {}).await.unwrap().into_inner();
     assert_eq!((health.node_id.as_str(), health.keys), ("n1", 0), "nothing was stored");
-    raw.write(v1::WriteRequest { key: ours, record: Some(record) }).await.unwrap();
+
+    // A batch answers each operation on its own, in order.
+    use v1::batch_op::Op;
+    use v1::batch_result::Result as Outcome;
+    let write = |key: &Bytes| v1::BatchOp {
+        op: Some(Op::Write(v1::WriteRequest {
+            key: key.clone(),
+            record: Some(record.clone()),
+            ..Default::default()
+        })),
+    };
+    let ops = vec![
+        write(&ours),
+        write(&theirs),
+        v1::BatchOp { op: None },
+        v1::BatchOp { op: Some(Op::Read(v1::ReadRequest { key: ours.clone() })) },
+    ];
+    let results = raw.batch(v1::BatchRequest { ops }).await.unwrap().into_inner().results;
+    let outcomes: Vec<_> = results.into_iter().map(|r| r.result.unwrap()).collect();
+    assert!(matches!(&outcomes[0], Outcome::Write(w) if w.applied));
+    assert!(
+        matches!(&outcomes[1], Outcome::Error(e) if e.code == tonic::Code::FailedPrecondition as i32)
+    );
+    assert!(
+        matches!(&outcomes[2], Outcome::Error(e) if e.code == tonic::Code::InvalidArgument as i32)
+    );
+    let read = v1::BatchOp { op: Some(Op::Read(v1::ReadRequest { key: ours.clone() })) };
+    let results =
+        raw.batch(v1::BatchRequest { ops: vec![read] }).await.unwrap().into_inner().results;
+    let outcome = results[0].result.as_ref().unwrap();
+    assert!(matches!(outcome, Outcome::Read(r) if r.record.is_some()), "{outcome:?}");
     assert_eq!(raw.health(v1::HealthRequest {}).await.unwrap().into_inner().keys, 1);
     drop(raw);
     cluster.shutdown().await;

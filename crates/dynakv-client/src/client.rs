@@ -16,8 +16,9 @@ use crate::options::{ClientOptions, ReadOptions, WriteOptions};
 use crate::quorum;
 use crate::replica::Replica;
 
-/// Bytes of protobuf framing allowed on top of the largest key and value.
-const MESSAGE_OVERHEAD: usize = 128 * 1024;
+/// Bytes allowed on top of the largest value: keys, framing, and batches of small records.
+/// Must match the node's allowance.
+const MESSAGE_OVERHEAD: usize = 4 * 1024 * 1024;
 
 /// What every clone of a client shares.
 pub(crate) struct Shared {

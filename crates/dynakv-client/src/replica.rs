@@ -79,7 +79,12 @@ impl Replica {
         record: Record,
     ) -> Result<v1::WriteResponse, ReplicaError> {
         let mut client = self.client.clone();
-        self.call(client.write(v1::WriteRequest { key, record: Some(record.into()) })).await
+        self.call(client.write(v1::WriteRequest {
+            key,
+            record: Some(record.into()),
+            hint_for: String::new(),
+        }))
+        .await
     }
 
     /// The node's identity, clock and counters.

@@ -9,8 +9,11 @@ use dynakv_ring::{NodeIndex, Ring, key_token};
 use dynakv_storage::{StorageError, Store};
 use tonic::{Request, Response, Status};
 
-/// Bytes of protobuf framing allowed on top of the largest key and value.
-const MESSAGE_OVERHEAD: usize = 128 * 1024;
+/// Bytes allowed on top of the largest value: keys, framing, and batches of small records.
+pub const MESSAGE_OVERHEAD: usize = 4 * 1024 * 1024;
+
+/// Most operations one batch may carry.
+pub const MAX_BATCH_OPS: usize = 10_000;
 
 /// The largest gRPC message a node or client accepts for this ring.
 pub fn max_message_bytes(ring: &Ring) -> usize {
@@ -68,56 +71,103 @@ fn storage_status(e: StorageError) -> Status {
     }
 }
 
+impl NodeState {
+    /// Serves one read.
+    pub async fn read(&self, request: v1::ReadRequest) -> Result<v1::ReadResponse, Status> {
+        let token = self.route(&request.key)?;
+        let record = self.store.read(token, &request.key).await.map_err(storage_status)?;
+        Ok(v1::ReadResponse { record: record.map(Into::into), ring_version: self.ring.version() })
+    }
+
+    /// Serves one write: validated, then offered to the store, which keeps it only if newer.
+    pub async fn write(&self, request: v1::WriteRequest) -> Result<v1::WriteResponse, Status> {
+        if !request.hint_for.is_empty() {
+            return Err(Status::unimplemented("this node does not accept hints"));
+        }
+        let token = self.route(&request.key)?;
+        let wire = request.record.ok_or_else(|| Status::invalid_argument("write has no record"))?;
+        let record = Record::try_from(wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(value) = &record.value {
+            validate_value(value, self.ring.config().limits.max_value_bytes)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        self.clock.observe(record.version.timestamp);
+        let outcome =
+            self.store.write(token, &request.key, record).await.map_err(storage_status)?;
+        Ok(v1::WriteResponse {
+            applied: outcome.applied,
+            current: Some(outcome.current.into()),
+            ring_version: self.ring.version(),
+        })
+    }
+
+    /// Serves a batch: every operation at once, so the batch's writes share one storage commit.
+    pub async fn batch(&self, request: v1::BatchRequest) -> Result<v1::BatchResponse, Status> {
+        if request.ops.len() > MAX_BATCH_OPS {
+            return Err(Status::invalid_argument(format!(
+                "batch has {} operations, more than the limit of {MAX_BATCH_OPS}",
+                request.ops.len()
+            )));
+        }
+        let results = futures::future::join_all(request.ops.into_iter().map(|op| async move {
+            use v1::batch_op::Op;
+            use v1::batch_result::Result as Outcome;
+            let outcome = match op.op {
+                Some(Op::Read(read)) => self.read(read).await.map(Outcome::Read),
+                Some(Op::Write(write)) => self.write(write).await.map(Outcome::Write),
+                None => Err(Status::invalid_argument("batch operation is empty")),
+            };
+            let outcome = outcome.unwrap_or_else(|status| {
+                Outcome::Error(v1::OpError {
+                    code: status.code() as i32,
+                    message: status.message().to_string(),
+                })
+            });
+            v1::BatchResult { result: Some(outcome) }
+        }))
+        .await;
+        Ok(v1::BatchResponse { results, ring_version: self.ring.version() })
+    }
+
+    /// The node's identity, clock and counters.
+    pub fn health(&self) -> v1::HealthResponse {
+        v1::HealthResponse {
+            node_id: self.id.clone(),
+            ring_version: self.ring.version(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            keys: self.store.live_keys(),
+            clock: self.clock.now().0,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Replica for ReplicaService {
     async fn read(
         &self,
         request: Request<v1::ReadRequest>,
     ) -> Result<Response<v1::ReadResponse>, Status> {
-        let state = &self.state;
-        let key = request.into_inner().key;
-        let token = state.route(&key)?;
-        let record = state.store.read(token, &key).await.map_err(storage_status)?;
-        Ok(Response::new(v1::ReadResponse {
-            record: record.map(Into::into),
-            ring_version: state.ring.version(),
-        }))
+        self.state.read(request.into_inner()).await.map(Response::new)
     }
 
     async fn write(
         &self,
         request: Request<v1::WriteRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
-        let state = &self.state;
-        let request = request.into_inner();
-        let token = state.route(&request.key)?;
-        let wire = request.record.ok_or_else(|| Status::invalid_argument("write has no record"))?;
-        let record = Record::try_from(wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if let Some(value) = &record.value {
-            validate_value(value, state.ring.config().limits.max_value_bytes)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
-        state.clock.observe(record.version.timestamp);
-        let outcome =
-            state.store.write(token, &request.key, record).await.map_err(storage_status)?;
-        Ok(Response::new(v1::WriteResponse {
-            applied: outcome.applied,
-            current: Some(outcome.current.into()),
-            ring_version: state.ring.version(),
-        }))
+        self.state.write(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn batch(
+        &self,
+        request: Request<v1::BatchRequest>,
+    ) -> Result<Response<v1::BatchResponse>, Status> {
+        self.state.batch(request.into_inner()).await.map(Response::new)
     }
 
     async fn health(
         &self,
         _request: Request<v1::HealthRequest>,
     ) -> Result<Response<v1::HealthResponse>, Status> {
-        let state = &self.state;
-        Ok(Response::new(v1::HealthResponse {
-            node_id: state.id.clone(),
-            ring_version: state.ring.version(),
-            uptime_ms: state.started.elapsed().as_millis() as u64,
-            keys: state.store.live_keys(),
-            clock: state.clock.now().0,
-        }))
+        Ok(Response::new(self.state.health()))
     }
 }
