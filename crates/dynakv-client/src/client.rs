@@ -284,7 +284,7 @@ impl Client {
     }
 
     /// This client's view of each node's health, indexed like the ring's nodes.
-    pub fn health(&self) -> impl Iterator<Item = (&str, &crate::NodeHealth)> {
+    pub fn health(&self) -> impl Iterator<Item = (&str, &dynakv_core::NodeHealth)> {
         self.shared.replicas.iter().map(|r| (r.id.as_str(), &r.health))
     }
 

@@ -22,14 +22,12 @@
 //! - [`quorum`]: the concurrent fan-out that waits for R or W replies.
 //! - [`repair`]: asynchronous read repair of stale replicas.
 //! - [`replica`]: one node's channel, with deadlines and health accounting on every call.
-//! - [`health`]: [`NodeHealth`], consecutive failures, latency, and exponential retry of down nodes.
 //! - [`error`]: [`ClientError`], [`QuorumError`] and [`ReplicaError`], carrying the numbers.
 
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod error;
-pub mod health;
 pub mod options;
 pub mod quorum;
 pub mod repair;
@@ -39,5 +37,5 @@ pub use client::{
     Client, ClientBuilder, Inspection, NodeReport, NodeStatus, ReplicaView, Versioned,
 };
 pub use error::{ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome};
-pub use health::NodeHealth;
+pub use dynakv_core::{HealthPolicy, NodeHealth};
 pub use options::{ClientOptions, ReadOptions, WriteOptions};

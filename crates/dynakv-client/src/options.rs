@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use dynakv_core::HealthPolicy;
 use dynakv_ring::Ring;
 
 /// Client-wide settings; [`ClientOptions::from_ring`] takes deadlines and limits from the ring file.
@@ -13,12 +14,8 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Largest value accepted.
     pub max_value_bytes: usize,
-    /// Consecutive transport failures after which a node is considered down and skipped.
-    pub failures_before_down: u32,
-    /// First wait before a down node is tried again; doubles up to `max_retry_delay`.
-    pub min_retry_delay: Duration,
-    /// Longest wait before a down node is tried again.
-    pub max_retry_delay: Duration,
+    /// When a node counts as down and how soon it is tried again.
+    pub health: HealthPolicy,
     /// Most read repairs in flight; repairs beyond it are skipped (anti-entropy catches them).
     pub max_inflight_repairs: usize,
 }
@@ -31,9 +28,7 @@ impl ClientOptions {
             request_timeout: Duration::from_millis(config.timeouts.request_ms),
             connect_timeout: Duration::from_millis(config.timeouts.connect_ms),
             max_value_bytes: config.limits.max_value_bytes,
-            failures_before_down: 3,
-            min_retry_delay: Duration::from_millis(100),
-            max_retry_delay: Duration::from_secs(5),
+            health: HealthPolicy::default(),
             max_inflight_repairs: 256,
         }
     }

@@ -4,13 +4,12 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use dynakv_core::Record;
+use dynakv_core::{NodeHealth, Record};
 use dynakv_proto::v1::{self, replica_client::ReplicaClient};
 use dynakv_ring::NodeSpec;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{ClientError, ReplicaError};
-use crate::health::NodeHealth;
 use crate::options::ClientOptions;
 
 /// HTTP/2 flow-control window of the connection to a node: room for many values in flight.
@@ -54,7 +53,7 @@ impl Replica {
         Ok(Replica {
             id: node.id.clone(),
             client,
-            health: NodeHealth::new(options),
+            health: NodeHealth::new(&options.health),
             timeout: options.request_timeout,
         })
     }

@@ -10,16 +10,20 @@
 //! - [`record`]: [`Record`] (a value or a tombstone, with its version and expiry) and the
 //!   last-write-wins [`merge`] rule.
 //! - [`codec`]: the compact binary encoding of a record used by storage engines.
+//! - [`health`]: [`NodeHealth`], what a caller knows of a remote node's health, and its
+//!   [`HealthPolicy`] (failures before down, exponential retry).
 
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod health;
 pub mod hlc;
 pub mod limits;
 pub mod record;
 pub mod version;
 
 pub use codec::CodecError;
+pub use health::{HealthPolicy, NodeHealth};
 pub use hlc::{Hlc, Timestamp};
 pub use limits::{
     DEFAULT_MAX_VALUE_BYTES, InputError, MAX_KEY_BYTES, validate_key, validate_value,

@@ -2,9 +2,9 @@
 
 use thiserror::Error;
 
-/// The largest key accepted, in bytes (64 KiB, the storage engine's own key limit less the
-/// 8-byte token prefix every stored key carries).
-pub const MAX_KEY_BYTES: usize = 64 * 1024 - 16;
+/// The largest key accepted, in bytes: 64 KiB less 32 bytes, so that the prefixes storage adds
+/// (an 8-byte ring token, an 8-byte hint owner) stay within the engine's 65,535-byte key limit.
+pub const MAX_KEY_BYTES: usize = 64 * 1024 - 32;
 
 /// The default largest value accepted, in bytes (1 MiB); a ring file may change it.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;

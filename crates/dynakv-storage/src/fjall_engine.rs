@@ -6,12 +6,13 @@ use std::path::Path;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use crate::engine::{Mutation, Storage, StorageError};
+use crate::engine::{Mutation, Space, Storage, StorageError};
 
-/// Records on disk, in one fjall keyspace named `records`.
+/// Records and hints on disk, in two fjall keyspaces sharing one journal.
 pub struct FjallStorage {
     db: Database,
     records: Keyspace,
+    hints: Keyspace,
 }
 
 impl FjallStorage {
@@ -20,13 +21,21 @@ impl FjallStorage {
         let db = Database::builder(dir).open().map_err(engine_error)?;
         let records =
             db.keyspace("records", KeyspaceCreateOptions::default).map_err(engine_error)?;
-        Ok(FjallStorage { db, records })
+        let hints = db.keyspace("hints", KeyspaceCreateOptions::default).map_err(engine_error)?;
+        Ok(FjallStorage { db, records, hints })
+    }
+
+    fn keyspace(&self, space: Space) -> &Keyspace {
+        match space {
+            Space::Records => &self.records,
+            Space::Hints => &self.hints,
+        }
     }
 }
 
 impl Storage for FjallStorage {
-    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
-        Ok(self.records.get(key).map_err(engine_error)?.map(Bytes::from))
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        Ok(self.keyspace(space).get(key).map_err(engine_error)?.map(Bytes::from))
     }
 
     fn commit(&self, batch: Vec<Mutation>, sync: bool) -> Result<(), StorageError> {
@@ -37,17 +46,26 @@ impl Storage for FjallStorage {
         }
         for mutation in batch {
             match mutation {
-                Mutation::Put(key, value) => writes.insert(&self.records, key, value),
-                Mutation::Delete(key) => writes.remove(&self.records, key),
+                Mutation::Put(space, key, value) => writes.insert(self.keyspace(space), key, value),
+                Mutation::Delete(space, key) => writes.remove(self.keyspace(space), key),
             }
         }
         writes.commit().map_err(engine_error)
     }
 
-    fn scan(&self, from: &[u8], limit: usize) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
-        self.records
-            .range(from..)
-            .take(limit)
+    fn scan(
+        &self,
+        space: Space,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        let keyspace = self.keyspace(space);
+        let iter = match to {
+            Some(to) => keyspace.range(from..to),
+            None => keyspace.range(from..),
+        };
+        iter.take(limit)
             .map(|guard| {
                 let (key, value) = guard.into_inner().map_err(engine_error)?;
                 Ok((Bytes::from(key), Bytes::from(value)))

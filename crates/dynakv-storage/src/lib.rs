@@ -5,11 +5,12 @@
 //! ring range is one contiguous scan. Values are records in the [`dynakv_core::codec`] encoding.
 //!
 //! # Layout
-//! - [`engine`]: the [`Storage`] trait every engine implements, [`Mutation`], [`StorageError`].
+//! - [`engine`]: the [`Storage`] trait every engine implements, its keyspaces ([`Space`]: records
+//!   and hints), [`Mutation`], [`StorageError`], and the stored-key layouts.
 //! - [`fjall_engine`]: [`FjallStorage`], the persistent default (an LSM tree with a journal).
 //! - [`memory`]: [`MemoryStorage`], an in-memory engine for tests and benchmarks.
-//! - [`store`]: [`Store`], the node's handle: one writer thread that merges and group-commits,
-//!   reader threads, and the live key count.
+//! - [`store`]: [`Store`], the node's handle: one writer thread that merges, removes
+//!   conditionally and group-commits; reader threads; live key and hint counts.
 
 #![warn(missing_docs)]
 
@@ -18,7 +19,7 @@ pub mod fjall_engine;
 pub mod memory;
 pub mod store;
 
-pub use engine::{Mutation, Storage, StorageError, stored_key};
+pub use engine::{Mutation, Space, Storage, StorageError, hint_key, split_stored_key, stored_key};
 pub use fjall_engine::FjallStorage;
 pub use memory::MemoryStorage;
 pub use store::{Store, StoreOptions, WriteOutcome};

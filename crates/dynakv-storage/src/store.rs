@@ -6,6 +6,10 @@
 //! one is refused), commits the whole drain as one batch (one fsync for all of them when syncing),
 //! then answers each caller. One writer gives per-key ordering for free, and batching gives group
 //! commit. Reads go to a small pool of reader threads.
+//!
+//! The same writer serves both spaces: the node's own records and the hints it keeps for other
+//! nodes, and the conditional removals (delivered hints, collected tombstones) that must never
+//! remove a record newer than the one they were decided on.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender};
 use dynakv_core::{Record, Version, codec};
 use tokio::sync::oneshot;
 
-use crate::engine::{Mutation, Storage, StorageError, stored_key};
+use crate::engine::{Mutation, Space, Storage, StorageError, hint_key, stored_key};
 
 /// Tuning of a [`Store`].
 #[derive(Debug, Clone, Copy)]
@@ -45,10 +49,17 @@ pub struct WriteOutcome {
     pub current: Version,
 }
 
+/// What the writer is asked to do.
+enum WriteOp {
+    /// Keep `record` under `key` in `space` if it is newer than what is stored there.
+    Merge { space: Space, key: Bytes, record: Record },
+    /// Remove `key` from `space` if the stored version is still exactly `version`.
+    RemoveIf { space: Space, key: Bytes, version: Version },
+}
+
 /// A write waiting for the writer thread.
 struct WriteRequest {
-    key: Bytes,
-    record: Record,
+    op: WriteOp,
     reply: oneshot::Sender<Result<WriteOutcome, StorageError>>,
 }
 
@@ -58,26 +69,37 @@ struct ReadRequest {
     reply: oneshot::Sender<Result<Option<Record>, StorageError>>,
 }
 
+/// Counters the writer keeps as it commits; signed because a batch may briefly net negative.
+#[derive(Default)]
+struct Counters {
+    /// Live (non-tombstone) records.
+    live: AtomicI64,
+    /// Hints held for other nodes.
+    hints: AtomicI64,
+}
+
 /// The node's storage: an engine behind a merging, group-committing writer thread and reader threads.
 pub struct Store {
     /// `None` once closing: dropping the senders tells the threads to finish and exit.
     writes: Option<Sender<WriteRequest>>,
     reads: Option<Sender<ReadRequest>>,
-    /// Live (non-tombstone) records; signed because a batch may briefly net negative.
-    live: Arc<AtomicI64>,
+    counters: Arc<Counters>,
     engine: Arc<dyn Storage>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Store {
-    /// Starts the writer and reader threads over `engine`. Counts the live records first, which
-    /// reads every record once.
+    /// Starts the writer and reader threads over `engine`. Counts the live records and hints
+    /// first, which reads every entry once.
     pub fn open(engine: Arc<dyn Storage>, options: StoreOptions) -> Result<Self, StorageError> {
-        let live = Arc::new(AtomicI64::new(count_live(&*engine)?));
+        let counters = Arc::new(Counters {
+            live: AtomicI64::new(count(&*engine, Space::Records, |tombstone| !tombstone)?),
+            hints: AtomicI64::new(count(&*engine, Space::Hints, |_| true)?),
+        });
         let (writes, write_rx) = crossbeam_channel::unbounded();
         let (reads, read_rx) = crossbeam_channel::unbounded::<ReadRequest>();
         let mut threads = Vec::new();
-        let writer = Writer { engine: engine.clone(), live: live.clone(), options };
+        let writer = Writer { engine: engine.clone(), counters: counters.clone(), options };
         threads.push(spawn("dynakv-writer", move || writer.run(write_rx)));
         for i in 0..options.readers.max(1) {
             let engine = engine.clone();
@@ -88,7 +110,7 @@ impl Store {
                 }
             }));
         }
-        Ok(Store { writes: Some(writes), reads: Some(reads), live, engine, threads })
+        Ok(Store { writes: Some(writes), reads: Some(reads), counters, engine, threads })
     }
 
     /// Offers `record` for the key with ring token `token`; it is stored only if newer than what
@@ -99,13 +121,38 @@ impl Store {
         key: &[u8],
         record: Record,
     ) -> Result<WriteOutcome, StorageError> {
+        self.submit(WriteOp::Merge { space: Space::Records, key: stored_key(token, key), record })
+            .await
+    }
+
+    /// Keeps `record` as a hint for the node whose id hashes to `owner`, unless a newer hint for
+    /// the same key is already kept for it.
+    pub async fn write_hint(
+        &self,
+        owner: u64,
+        token: u64,
+        key: &[u8],
+        record: Record,
+    ) -> Result<WriteOutcome, StorageError> {
+        let key = hint_key(owner, token, key);
+        self.submit(WriteOp::Merge { space: Space::Hints, key, record }).await
+    }
+
+    /// Removes the entry stored under `key` in `space` if its version is still exactly
+    /// `version`; `applied` says whether it was removed.
+    pub async fn remove_if(
+        &self,
+        space: Space,
+        key: Bytes,
+        version: Version,
+    ) -> Result<WriteOutcome, StorageError> {
+        self.submit(WriteOp::RemoveIf { space, key, version }).await
+    }
+
+    async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, StorageError> {
         let (reply, rx) = oneshot::channel();
-        let request = WriteRequest { key: stored_key(token, key), record, reply };
-        self.writes
-            .as_ref()
-            .ok_or(StorageError::Closed)?
-            .send(request)
-            .map_err(|_| StorageError::Closed)?;
+        let writes = self.writes.as_ref().ok_or(StorageError::Closed)?;
+        writes.send(WriteRequest { op, reply }).map_err(|_| StorageError::Closed)?;
         rx.await.map_err(|_| StorageError::Closed)?
     }
 
@@ -113,22 +160,33 @@ impl Store {
     pub async fn read(&self, token: u64, key: &[u8]) -> Result<Option<Record>, StorageError> {
         let (reply, rx) = oneshot::channel();
         let request = ReadRequest { key: stored_key(token, key), reply };
-        self.reads
-            .as_ref()
-            .ok_or(StorageError::Closed)?
-            .send(request)
-            .map_err(|_| StorageError::Closed)?;
+        let reads = self.reads.as_ref().ok_or(StorageError::Closed)?;
+        reads.send(request).map_err(|_| StorageError::Closed)?;
         rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Up to `limit` entries of `space` with stored keys in `[from, to)`, read off the runtime.
+    pub async fn scan(
+        &self,
+        space: Space,
+        from: Bytes,
+        to: Option<Bytes>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.scan(space, &from, to.as_deref(), limit))
+            .await
+            .map_err(|_| StorageError::Closed)?
     }
 
     /// Live (non-tombstone) records stored.
     pub fn live_keys(&self) -> u64 {
-        self.live.load(Ordering::Relaxed).max(0) as u64
+        self.counters.live.load(Ordering::Relaxed).max(0) as u64
     }
 
-    /// The engine underneath, for scans by background tasks.
-    pub fn engine(&self) -> &Arc<dyn Storage> {
-        &self.engine
+    /// Hints held for other nodes.
+    pub fn pending_hints(&self) -> u64 {
+        self.counters.hints.load(Ordering::Relaxed).max(0) as u64
     }
 }
 
@@ -148,22 +206,26 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
 }
 
 fn read(engine: &dyn Storage, key: &[u8]) -> Result<Option<Record>, StorageError> {
-    match engine.get(key)? {
+    match engine.get(Space::Records, key)? {
         Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
         None => Ok(None),
     }
 }
 
-/// Counts live records by scanning the whole engine in pages.
-fn count_live(engine: &dyn Storage) -> Result<i64, StorageError> {
+/// Counts the entries of `space` whose tombstone flag passes `counted`, scanning in pages.
+fn count(
+    engine: &dyn Storage,
+    space: Space,
+    counted: impl Fn(bool) -> bool,
+) -> Result<i64, StorageError> {
     const PAGE: usize = 4096;
-    let mut live = 0;
+    let mut total = 0;
     let mut from = Vec::new();
     loop {
-        let page = engine.scan(&from, PAGE)?;
+        let page = engine.scan(space, &from, None, PAGE)?;
         for (_, value) in &page {
-            if !codec::decode_meta(value)?.1 {
-                live += 1;
+            if counted(codec::decode_meta(value)?.1) {
+                total += 1;
             }
         }
         match page.last() {
@@ -171,7 +233,7 @@ fn count_live(engine: &dyn Storage) -> Result<i64, StorageError> {
                 from = last.to_vec();
                 from.push(0);
             }
-            _ => return Ok(live),
+            _ => return Ok(total),
         }
     }
 }
@@ -179,9 +241,12 @@ fn count_live(engine: &dyn Storage) -> Result<i64, StorageError> {
 /// The single writer: owns ordering, merging and batching.
 struct Writer {
     engine: Arc<dyn Storage>,
-    live: Arc<AtomicI64>,
+    counters: Arc<Counters>,
     options: StoreOptions,
 }
+
+/// What a batch has staged for one key: its version and tombstone flag, or `None` once removed.
+type Staged = HashMap<(Space, Bytes), Option<(Version, bool)>>;
 
 impl Writer {
     fn run(self, requests: Receiver<WriteRequest>) {
@@ -201,31 +266,40 @@ impl Writer {
     /// Merges, commits and answers one drained batch.
     fn apply(&self, batch: &mut Vec<WriteRequest>) {
         // What this batch has already staged per key, so two writes to one key in a batch merge too.
-        let mut staged: HashMap<Bytes, (Version, bool)> = HashMap::new();
+        let mut staged: Staged = HashMap::new();
         let mut mutations = Vec::with_capacity(batch.len());
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut live_delta = 0i64;
+        let (mut live_delta, mut hints_delta) = (0i64, 0i64);
         for request in batch.iter() {
-            let current = match staged.get(&request.key) {
-                Some(&meta) => Ok(Some(meta)),
-                None => self.stored_meta(&request.key),
+            let (space, key) = match &request.op {
+                WriteOp::Merge { space, key, .. } | WriteOp::RemoveIf { space, key, .. } => {
+                    (*space, key)
+                }
+            };
+            let current = match staged.get(&(space, key.clone())) {
+                Some(&meta) => Ok(meta),
+                None => self.stored_meta(space, key),
             };
             let outcome = current.map(|current| {
-                let version = request.record.version;
-                match current {
-                    Some((stored, _)) if stored >= version => {
-                        WriteOutcome { applied: false, current: stored }
+                let (outcome, next) = decide(&request.op, current);
+                if outcome.applied {
+                    let was_live = matches!(current, Some((_, false)));
+                    let is_live = matches!(next, Some((_, false)));
+                    match space {
+                        Space::Records => live_delta += i64::from(is_live) - i64::from(was_live),
+                        Space::Hints => {
+                            hints_delta += i64::from(next.is_some()) - i64::from(current.is_some())
+                        }
                     }
-                    _ => {
-                        let tombstone = request.record.is_tombstone();
-                        let was_live = matches!(current, Some((_, false)));
-                        live_delta += i64::from(!tombstone) - i64::from(was_live);
-                        staged.insert(request.key.clone(), (version, tombstone));
-                        let value = Bytes::from(codec::encode(&request.record));
-                        mutations.push(Mutation::Put(request.key.clone(), value));
-                        WriteOutcome { applied: true, current: version }
-                    }
+                    staged.insert((space, key.clone()), next);
+                    mutations.push(match &request.op {
+                        WriteOp::Merge { record, .. } => {
+                            Mutation::Put(space, key.clone(), Bytes::from(codec::encode(record)))
+                        }
+                        WriteOp::RemoveIf { .. } => Mutation::Delete(space, key.clone()),
+                    });
                 }
+                outcome
             });
             outcomes.push(outcome);
         }
@@ -236,7 +310,8 @@ impl Writer {
         };
         match committed {
             Ok(()) => {
-                self.live.fetch_add(live_delta, Ordering::Relaxed);
+                self.counters.live.fetch_add(live_delta, Ordering::Relaxed);
+                self.counters.hints.fetch_add(hints_delta, Ordering::Relaxed);
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = request.reply.send(outcome);
                 }
@@ -251,11 +326,46 @@ impl Writer {
         }
     }
 
-    fn stored_meta(&self, key: &[u8]) -> Result<Option<(Version, bool)>, StorageError> {
-        match self.engine.get(key)? {
+    fn stored_meta(
+        &self,
+        space: Space,
+        key: &[u8],
+    ) -> Result<Option<(Version, bool)>, StorageError> {
+        match self.engine.get(space, key)? {
             Some(bytes) => Ok(Some(codec::decode_meta(&bytes)?)),
             None => Ok(None),
         }
+    }
+}
+
+/// The merge rule and the conditional removal, on what is stored (`current`): the outcome, and
+/// what is stored afterwards.
+fn decide(
+    op: &WriteOp,
+    current: Option<(Version, bool)>,
+) -> (WriteOutcome, Option<(Version, bool)>) {
+    match (op, current) {
+        (WriteOp::Merge { .. }, Some((stored, _))) if stored >= op_version(op) => {
+            (WriteOutcome { applied: false, current: stored }, current)
+        }
+        (WriteOp::Merge { record, .. }, _) => (
+            WriteOutcome { applied: true, current: record.version },
+            Some((record.version, record.is_tombstone())),
+        ),
+        (WriteOp::RemoveIf { version, .. }, Some((stored, _))) if stored == *version => {
+            (WriteOutcome { applied: true, current: stored }, None)
+        }
+        (WriteOp::RemoveIf { .. }, _) => (
+            WriteOutcome { applied: false, current: current.map(|(v, _)| v).unwrap_or_default() },
+            current,
+        ),
+    }
+}
+
+fn op_version(op: &WriteOp) -> Version {
+    match op {
+        WriteOp::Merge { record, .. } => record.version,
+        WriteOp::RemoveIf { version, .. } => *version,
     }
 }
 
@@ -277,6 +387,7 @@ mod tests {
     async fn older_versions_never_overwrite_newer_ones() {
         let store = Store::open(Arc::new(MemoryStorage::new()), StoreOptions::default()).unwrap();
         assert!(store.write(7, b"k", value(5, "five")).await.unwrap().applied);
+        assert_eq!(store.live_keys(), 1);
         let late = store.write(7, b"k", value(3, "three")).await.unwrap();
         assert_eq!(late, WriteOutcome { applied: false, current: version(5) });
         let again = store.write(7, b"k", value(5, "five")).await.unwrap();
@@ -296,6 +407,37 @@ mod tests {
         let applied = futures_count(writes).await;
         assert!(applied >= 1);
         assert_eq!(store.read(1, b"k").await.unwrap().unwrap().version, version(200));
+    }
+
+    #[tokio::test]
+    async fn hints_merge_and_are_removed_only_at_the_version_delivered() {
+        let store = Store::open(Arc::new(MemoryStorage::new()), StoreOptions::default()).unwrap();
+        store.write_hint(9, 1, b"k", value(2, "two")).await.unwrap();
+        assert!(!store.write_hint(9, 1, b"k", value(1, "one")).await.unwrap().applied);
+        store.write_hint(8, 1, b"k", value(1, "one")).await.unwrap();
+        assert_eq!((store.pending_hints(), store.live_keys()), (2, 0));
+
+        // Delivered version 2, but a newer hint arrived meanwhile: it must stay.
+        store.write_hint(9, 1, b"k", value(3, "three")).await.unwrap();
+        let key = hint_key(9, 1, b"k");
+        assert!(!store.remove_if(Space::Hints, key.clone(), version(2)).await.unwrap().applied);
+        assert_eq!(store.pending_hints(), 2);
+        assert!(store.remove_if(Space::Hints, key.clone(), version(3)).await.unwrap().applied);
+        assert_eq!(store.pending_hints(), 1);
+        let left = store.scan(Space::Hints, Bytes::new(), None, 10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(&left[0].0[..8], &8u64.to_be_bytes());
+    }
+
+    #[tokio::test]
+    async fn tombstones_are_removed_only_if_unchanged() {
+        let store = Store::open(Arc::new(MemoryStorage::new()), StoreOptions::default()).unwrap();
+        store.write(1, b"k", Record::tombstone(version(4))).await.unwrap();
+        let key = stored_key(1, b"k");
+        assert!(!store.remove_if(Space::Records, key.clone(), version(3)).await.unwrap().applied);
+        assert!(store.remove_if(Space::Records, key, version(4)).await.unwrap().applied);
+        assert_eq!(store.read(1, b"k").await.unwrap(), None);
+        assert_eq!(store.live_keys(), 0);
     }
 
     async fn futures_count(

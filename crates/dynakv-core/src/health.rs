@@ -1,5 +1,6 @@
-//! What the client knows of each node's health: consecutive failures, latency, and when a down
-//! node may be tried again (an exponential schedule with jitter).
+//! What one node knows of another's health: consecutive failures, latency, and when a down node
+//! may be tried again (an exponential schedule with jitter). Clients track every node this way,
+//! and nodes track their peers.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -7,9 +8,29 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use parking_lot::Mutex;
 
-use crate::options::ClientOptions;
+/// When a node counts as down and how soon it is tried again.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthPolicy {
+    /// Consecutive transport failures after which the node is considered down and skipped.
+    pub failures_before_down: u32,
+    /// First wait before a down node is tried again; doubles (with jitter) up to the maximum.
+    pub min_retry_delay: Duration,
+    /// Longest wait before a down node is tried again.
+    pub max_retry_delay: Duration,
+}
 
-/// One node's health as seen by this client. Every call's result updates it, late replies included.
+impl Default for HealthPolicy {
+    /// Down after 3 failures in a row; retried after 100 ms, doubling up to 5 s.
+    fn default() -> Self {
+        HealthPolicy {
+            failures_before_down: 3,
+            min_retry_delay: Duration::from_millis(100),
+            max_retry_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One node's health as seen by a caller. Every call's result updates it, late replies included.
 #[derive(Debug)]
 pub struct NodeHealth {
     /// The instant the other times are measured from.
@@ -32,7 +53,7 @@ pub struct NodeHealth {
 
 impl NodeHealth {
     /// A node that is presumed up.
-    pub fn new(options: &ClientOptions) -> Self {
+    pub fn new(options: &HealthPolicy) -> Self {
         let builder = ExponentialBuilder::default()
             .with_min_delay(options.min_retry_delay)
             .with_max_delay(options.max_retry_delay)
@@ -102,15 +123,11 @@ impl NodeHealth {
 mod tests {
     use super::*;
 
-    fn options() -> ClientOptions {
-        ClientOptions {
-            request_timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            max_value_bytes: 1024,
+    fn options() -> HealthPolicy {
+        HealthPolicy {
             failures_before_down: 2,
             min_retry_delay: Duration::from_secs(60),
             max_retry_delay: Duration::from_secs(600),
-            max_inflight_repairs: 1,
         }
     }
 
