@@ -28,6 +28,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Show every node's health and whether every key range can meet quorum.
     Status(StatusArgs),
+    /// Run one anti-entropy round now, on one node or on each node in turn.
+    Repair(RepairArgs),
 }
 
 /// The ring file every command starts from.
@@ -51,6 +53,20 @@ pub struct NodeArgs {
     /// Keep data in memory only (lost when the node stops).
     #[arg(long, conflicts_with = "data_dir")]
     pub memory: bool,
+    /// Add a random delay of MIN..MAX milliseconds to every replica request (for demonstrations).
+    #[arg(long, value_name = "MIN..MAX", value_parser = parse_delay)]
+    pub inject_delay_ms: Option<std::ops::RangeInclusive<u64>>,
+}
+
+/// Parses `MIN..MAX` (or a single number) into an inclusive range of milliseconds.
+fn parse_delay(text: &str) -> Result<std::ops::RangeInclusive<u64>, String> {
+    let (min, max) = text.split_once("..").unwrap_or((text, text));
+    let parse = |s: &str| s.trim().parse::<u64>().map_err(|e| format!("{s:?}: {e}"));
+    let (min, max) = (parse(min)?, parse(max)?);
+    if min > max {
+        return Err(format!("{min} is larger than {max}"));
+    }
+    Ok(min..=max)
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +87,9 @@ pub struct PutArgs {
     /// Acknowledgements to wait for [default: the ring's w].
     #[arg(long)]
     pub w: Option<usize>,
+    /// Count only the key's own replicas toward W (no sloppy quorum).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +110,9 @@ pub struct DeleteArgs {
     /// Acknowledgements to wait for [default: the ring's w].
     #[arg(long)]
     pub w: Option<usize>,
+    /// Count only the key's own replicas toward W (no sloppy quorum).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +130,18 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub ring: RingArg,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// The node to run the round on [default: every node, one after another].
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

@@ -5,6 +5,7 @@
 //! - `cmd::dev`: `dynakv dev`, every node of a ring file as child processes.
 //! - `cmd::kv`: `put`, `get`, `delete` and `inspect`.
 //! - `cmd::status`: `dynakv status`, the ring's health at a glance.
+//! - `cmd::repair`: `dynakv repair`, one anti-entropy round on demand.
 //! - `cli`: argument definitions shared by the commands.
 
 mod cli;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
             Command::Delete(args) => cmd::kv::delete(args).await,
             Command::Inspect(args) => cmd::kv::inspect(args).await,
             Command::Status(args) => cmd::status::run(args).await,
+            Command::Repair(args) => cmd::repair::run(args).await,
         }
     });
     match outcome {

@@ -10,7 +10,9 @@ use crate::cli::{DeleteArgs, GetArgs, InspectArgs, PutArgs};
 
 pub async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(&args.ring)?;
-    let result = client.put_with(args.key, args.value, WriteOptions { w: args.w }).await;
+    let result = client
+        .put_with(args.key, args.value, WriteOptions { w: args.w, strict: args.strict })
+        .await;
     client.settle().await;
     let version = result?;
     eprintln!("ok {version}");
@@ -38,7 +40,8 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(&args.ring)?;
-    let result = client.delete_with(args.key, WriteOptions { w: args.w }).await;
+    let result =
+        client.delete_with(args.key, WriteOptions { w: args.w, strict: args.strict }).await;
     client.settle().await;
     let version = result?;
     eprintln!("deleted {version}");

@@ -3,6 +3,7 @@
 pub mod dev;
 pub mod kv;
 pub mod node;
+pub mod repair;
 pub mod status;
 
 use anyhow::Context;

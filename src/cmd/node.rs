@@ -24,7 +24,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     };
     let listener =
         TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    let config = NodeConfig::new(Arc::new(ring), args.id, storage);
+    let mut config = NodeConfig::new(Arc::new(ring), args.id, storage);
+    config.inject_delay_ms = args.inject_delay_ms;
     Node::serve(listener, config, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

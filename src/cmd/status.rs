@@ -65,28 +65,30 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!(
-            "{:<8} {:<21} {:<5} {:>8} {:>6} {:>10} {:>5} {:>10}",
-            "NODE", "ADDRESS", "STATE", "RTT", "OWNS", "KEYS", "RING", "UPTIME"
+            "{:<8} {:<21} {:<5} {:>8} {:>6} {:>10} {:>8} {:>5} {:>10}",
+            "NODE", "ADDRESS", "STATE", "RTT", "OWNS", "KEYS", "HINTS", "RING", "UPTIME"
         );
         for (s, share) in statuses.iter().zip(&shares) {
-            let (state, rtt, keys, ring_version, uptime) = match &s.reply {
+            let (state, rtt, keys, hints, ring_version, uptime) = match &s.reply {
                 Ok(r) => (
                     "UP",
                     format!("{:.2}ms", s.rtt.unwrap_or_default().as_secs_f64() * 1e3),
                     r.keys.to_string(),
+                    r.hints.to_string(),
                     format!("v{}", r.ring_version),
                     human(r.uptime),
                 ),
-                Err(_) => ("DOWN", "-".into(), "-".into(), "-".into(), "-".into()),
+                Err(_) => ("DOWN", "-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
             };
             println!(
-                "{:<8} {:<21} {:<5} {:>8} {:>5.1}% {:>10} {:>5} {:>10}",
+                "{:<8} {:<21} {:<5} {:>8} {:>5.1}% {:>10} {:>8} {:>5} {:>10}",
                 s.id,
                 s.addr.to_string(),
                 state,
                 rtt,
                 share * 100.0,
                 keys,
+                hints,
                 ring_version,
                 uptime
             );
@@ -127,12 +129,14 @@ fn node_json(s: &NodeStatus, share: f64) -> serde_json::Value {
     match &s.reply {
         Ok(r) => {
             item["keys"] = r.keys.into();
+            item["hints"] = r.hints.into();
             item["ring_version"] = r.ring_version.into();
             item["uptime_s"] = r.uptime.as_secs().into();
             item["rtt_ms"] = (s.rtt.unwrap_or_default().as_secs_f64() * 1e3).into();
         }
         Err(e) => {
             item["keys"] = serde_json::Value::Null;
+            item["hints"] = serde_json::Value::Null;
             item["error"] = e.to_string().into();
         }
     }

@@ -30,7 +30,11 @@ async fn acknowledged_writes_survive_kill_9() {
         let client = client.clone();
         async move {
             client
-                .put_with(format!("key-{i}"), format!("value-{i}"), WriteOptions { w: Some(3) })
+                .put_with(
+                    format!("key-{i}"),
+                    format!("value-{i}"),
+                    WriteOptions { w: Some(3), ..Default::default() },
+                )
                 .await
         }
     });

@@ -71,12 +71,15 @@ async fn quorum_overrides_are_checked() {
     let cluster = TestCluster::start(3, 3, 2, 2).await;
     let client = cluster.client();
     use dynakv_client::{ClientError, ReadOptions, WriteOptions};
-    client.put_with("k", "v", WriteOptions { w: Some(3) }).await.unwrap();
+    client.put_with("k", "v", WriteOptions { w: Some(3), ..Default::default() }).await.unwrap();
     assert_eq!(
         client.get_with("k", ReadOptions { r: Some(1) }).await.unwrap(),
         Some(Bytes::from("v"))
     );
-    let err = client.put_with("k", "v", WriteOptions { w: Some(4) }).await.unwrap_err();
+    let err = client
+        .put_with("k", "v", WriteOptions { w: Some(4), ..Default::default() })
+        .await
+        .unwrap_err();
     assert!(matches!(err, ClientError::InvalidQuorum { asked: 4, n: 3, .. }), "{err}");
     let err = client.get_with("k", ReadOptions { r: Some(0) }).await.unwrap_err();
     assert!(matches!(err, ClientError::InvalidQuorum { asked: 0, .. }), "{err}");

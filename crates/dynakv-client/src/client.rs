@@ -115,6 +115,29 @@ pub struct ReplicaView {
     pub record: Result<Option<Record>, ReplicaError>,
 }
 
+/// What one anti-entropy round on a node did.
+#[derive(Debug, Clone)]
+pub struct RepairReport {
+    /// The node that ran the round.
+    pub node: String,
+    /// Ranges compared with another replica (a range shared with two peers counts twice).
+    pub ranges_compared: u64,
+    /// Of those, ranges whose digests differed.
+    pub ranges_differing: u64,
+    /// Records the node pushed to peers.
+    pub keys_sent: u64,
+    /// Records the node pulled from peers.
+    pub keys_received: u64,
+    /// Protobuf bytes the node sent and received for the round.
+    pub bytes: u64,
+    /// Collectable tombstones removed after the round.
+    pub tombstones_collected: u64,
+    /// Peers that could not be reached; their ranges were not compared.
+    pub unreachable: Vec<String>,
+    /// How long the round took.
+    pub elapsed: Duration,
+}
+
 /// One node's health as reported by the node itself.
 #[derive(Debug, Clone)]
 pub struct NodeStatus {
@@ -135,6 +158,8 @@ pub struct NodeReport {
     pub keys: u64,
     /// The ring version the node serves.
     pub ring_version: u64,
+    /// Hints the node holds for other nodes.
+    pub hints: u64,
     /// Time since the node started.
     pub uptime: Duration,
 }
@@ -177,7 +202,8 @@ impl Client {
         validate_value(&value, self.shared.options.max_value_bytes)?;
         let w = self.quorum(Op::Write, options.w)?;
         let version = self.next_version();
-        quorum::write(&self.shared, key, Record::value(version, value), w).await?;
+        let strict = options.strict || self.shared.options.strict_quorum;
+        quorum::write(&self.shared, key, Record::value(version, value), w, strict).await?;
         Ok(version)
     }
 
@@ -196,7 +222,8 @@ impl Client {
         validate_key(&key)?;
         let w = self.quorum(Op::Write, options.w)?;
         let version = self.next_version();
-        quorum::write(&self.shared, key, Record::tombstone(version), w).await?;
+        let strict = options.strict || self.shared.options.strict_quorum;
+        quorum::write(&self.shared, key, Record::tombstone(version), w, strict).await?;
         Ok(version)
     }
 
@@ -275,12 +302,33 @@ impl Client {
                     reply: reply.map(|h| NodeReport {
                         keys: h.keys,
                         ring_version: h.ring_version,
+                        hints: h.hints,
                         uptime: Duration::from_millis(h.uptime_ms),
                     }),
                 }
             },
         );
         futures::future::join_all(calls).await
+    }
+
+    /// Runs one anti-entropy round on the node `id` now, waiting up to `deadline` for it.
+    pub async fn repair(&self, id: &str, deadline: Duration) -> Result<RepairReport, ClientError> {
+        let index = self.shared.ring.node_index(id)?;
+        let report = self.shared.replicas[index]
+            .repair(deadline)
+            .await
+            .map_err(|cause| ClientError::Node { node: id.to_string(), cause })?;
+        Ok(RepairReport {
+            node: report.node_id,
+            ranges_compared: report.ranges_compared,
+            ranges_differing: report.ranges_differing,
+            keys_sent: report.keys_sent,
+            keys_received: report.keys_received,
+            bytes: report.bytes,
+            tombstones_collected: report.tombstones_collected,
+            unreachable: report.unreachable,
+            elapsed: Duration::from_millis(report.millis),
+        })
     }
 
     /// This client's view of each node's health, indexed like the ring's nodes.

@@ -25,6 +25,17 @@ pub enum ClientError {
     /// Fewer replicas answered than the quorum needs.
     #[error(transparent)]
     Quorum(#[from] QuorumError),
+    /// A node id the ring does not list.
+    #[error(transparent)]
+    Ring(#[from] dynakv_ring::RingError),
+    /// A call to one node failed.
+    #[error("node {node}: {cause}")]
+    Node {
+        /// The node's id.
+        node: String,
+        /// What went wrong.
+        cause: ReplicaError,
+    },
     /// A node's address cannot be used to build a channel.
     #[error("node {node}: bad address: {reason}")]
     Address {

@@ -34,8 +34,8 @@ pub mod repair;
 pub mod replica;
 
 pub use client::{
-    Client, ClientBuilder, Inspection, NodeReport, NodeStatus, ReplicaView, Versioned,
+    Client, ClientBuilder, Inspection, NodeReport, NodeStatus, RepairReport, ReplicaView, Versioned,
 };
-pub use error::{ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome};
 pub use dynakv_core::{HealthPolicy, NodeHealth};
+pub use error::{ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome};
 pub use options::{ClientOptions, ReadOptions, WriteOptions};

@@ -18,6 +18,8 @@ pub struct ClientOptions {
     pub health: HealthPolicy,
     /// Most read repairs in flight; repairs beyond it are skipped (anti-entropy catches them).
     pub max_inflight_repairs: usize,
+    /// Count only the key's own replicas toward W: no stand-ins for unreachable replicas.
+    pub strict_quorum: bool,
 }
 
 impl ClientOptions {
@@ -30,6 +32,7 @@ impl ClientOptions {
             max_value_bytes: config.limits.max_value_bytes,
             health: HealthPolicy::default(),
             max_inflight_repairs: 256,
+            strict_quorum: false,
         }
     }
 }
@@ -46,4 +49,6 @@ pub struct ReadOptions {
 pub struct WriteOptions {
     /// Acknowledgements to wait for; the ring's default W when `None`.
     pub w: Option<usize>,
+    /// Refuse a sloppy quorum for this write even if the client allows one.
+    pub strict: bool,
 }

@@ -2,6 +2,7 @@
 //! return as soon as R (or W) have answered. The calls still in flight are handed to a
 //! background task, so their results still update node health (and, for reads, feed repair).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -40,24 +41,74 @@ fn targets(
     if up.len() < quorum { (replicas.clone(), Vec::new()) } else { (up, skipped) }
 }
 
-/// Writes `record` to the key's replicas and returns once `w` have acknowledged it.
+/// Where one write goes: the node, and the unreachable replica it keeps a hint for, if any.
+type Send = (NodeIndex, Option<NodeIndex>);
+
+/// Plans a write: every live replica gets it; each replica marked down is stood in for by the
+/// next live node clockwise that is not a replica (sloppy quorum), or, when there is none (as
+/// with 3 nodes and N = 3), a live replica keeps a hint for it. In strict mode no stand-ins are
+/// used. If that leaves too few nodes to reach `w`, every replica is tried.
+fn plan_write(
+    shared: &Shared,
+    token: u64,
+    replicas: &PreferenceList,
+    w: usize,
+    strict: bool,
+) -> (Vec<Send>, VecDeque<NodeIndex>, Vec<ReplicaFailure>) {
+    let is_up = |node: NodeIndex| shared.replicas[node].health.is_up();
+    let (up, down): (PreferenceList, PreferenceList) =
+        replicas.iter().copied().partition(|&n| is_up(n));
+    let mut spare: VecDeque<NodeIndex> = if strict {
+        VecDeque::new()
+    } else {
+        shared.ring.successors(token).skip(replicas.len()).filter(|&n| is_up(n)).collect()
+    };
+    let mut sends: Vec<Send> = up.iter().map(|&node| (node, None)).collect();
+    let mut keepers = 0;
+    let mut skipped = Vec::new();
+    for &owner in &down {
+        skipped.push(ReplicaFailure {
+            node: shared.replicas[owner].id.clone(),
+            cause: ReplicaError::Down {
+                retry_in: shared.replicas[owner].health.retry_in().unwrap_or_default(),
+            },
+        });
+        if let Some(stand_in) = spare.pop_front() {
+            sends.push((stand_in, Some(owner)));
+        } else if keepers < up.len() {
+            sends[keepers].1 = Some(owner);
+            keepers += 1;
+        }
+    }
+    if sends.len() < w {
+        return (replicas.iter().map(|&node| (node, None)).collect(), spare, Vec::new());
+    }
+    (sends, spare, skipped)
+}
+
+/// Writes `record` to the key's replicas and returns once `w` nodes have acknowledged it
+/// (stand-ins keeping hints count, unless `strict`).
 pub(crate) async fn write(
     shared: &Arc<Shared>,
     key: Bytes,
     record: Record,
     w: usize,
+    strict: bool,
 ) -> Result<(), QuorumError> {
-    let replicas = shared.ring.preference_list(key_token(&key));
-    let (targets, mut failures) = targets(shared, &replicas, w);
-    let mut calls: Pending<dynakv_proto::v1::WriteResponse> = targets
-        .iter()
-        .map(|&node| {
-            let shared = shared.clone();
-            let (key, record) = (key.clone(), record.clone());
-            Box::pin(async move { (node, shared.replicas[node].write(key, record).await) })
-                as BoxFuture<'static, _>
+    let token = key_token(&key);
+    let replicas = shared.ring.preference_list(token);
+    let (sends, mut spare, mut failures) = plan_write(shared, token, &replicas, w, strict);
+    let send = |(node, hint_for): Send| -> BoxFuture<'static, _> {
+        let shared = shared.clone();
+        let (key, record) = (key.clone(), record.clone());
+        Box::pin(async move {
+            let hint_for =
+                hint_for.map(|owner| shared.replicas[owner].id.clone()).unwrap_or_default();
+            (node, shared.replicas[node].write_hinted(key, record, hint_for).await)
         })
-        .collect();
+    };
+    let mut calls: Pending<dynakv_proto::v1::WriteResponse> =
+        sends.iter().copied().map(send).collect();
     let mut acked = 0;
     while acked < w {
         match calls.next().await {
@@ -68,6 +119,12 @@ pub(crate) async fn write(
                 }
             }
             Some((node, Err(cause))) => {
+                // A replica that fails the write is stood in for, like one known to be down.
+                if replicas.contains(&node)
+                    && let Some(stand_in) = spare.pop_front()
+                {
+                    calls.push(send((stand_in, Some(node))));
+                }
                 failures.push(ReplicaFailure { node: shared.replicas[node].id.clone(), cause })
             }
             None => break,

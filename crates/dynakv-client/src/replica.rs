@@ -1,7 +1,7 @@
 //! One node as the client sees it: a long-lived HTTP/2 channel, a deadline on every call, and
 //! health accounting from every result, late ones included.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dynakv_core::{NodeHealth, Record};
@@ -27,7 +27,7 @@ pub struct Replica {
     /// What this client knows of the node's health.
     pub health: NodeHealth,
     /// Deadline of one call.
-    timeout: std::time::Duration,
+    timeout: Duration,
 }
 
 impl Replica {
@@ -40,10 +40,9 @@ impl Replica {
         let endpoint = Endpoint::from_shared(format!("http://{}", node.addr))
             .map_err(|e| ClientError::Address { node: node.id.clone(), reason: e.to_string() })?
             .connect_timeout(options.connect_timeout)
-            .timeout(options.request_timeout)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(std::time::Duration::from_secs(10))
-            .keep_alive_timeout(options.request_timeout.max(std::time::Duration::from_secs(1)))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(options.request_timeout.max(Duration::from_secs(1)))
             .keep_alive_while_idle(true)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .initial_stream_window_size(STREAM_WINDOW);
@@ -77,13 +76,20 @@ impl Replica {
         key: Bytes,
         record: Record,
     ) -> Result<v1::WriteResponse, ReplicaError> {
+        self.write_hinted(key, record, String::new()).await
+    }
+
+    /// Offers `record` for `key`, asking the node to also keep it as a hint for the replica
+    /// `hint_for` (empty: no hint), which is unreachable.
+    pub async fn write_hinted(
+        &self,
+        key: Bytes,
+        record: Record,
+        hint_for: String,
+    ) -> Result<v1::WriteResponse, ReplicaError> {
         let mut client = self.client.clone();
-        self.call(client.write(v1::WriteRequest {
-            key,
-            record: Some(record.into()),
-            hint_for: String::new(),
-        }))
-        .await
+        let request = v1::WriteRequest { key, record: Some(record.into()), hint_for };
+        self.call(client.write(request)).await
     }
 
     /// The node's identity, clock and counters.
@@ -92,21 +98,31 @@ impl Replica {
         self.call(client.health(v1::HealthRequest {})).await
     }
 
-    /// Runs one call under the deadline and records its result in the node's health.
+    /// Asks the node to run one anti-entropy round now; waits up to `deadline` for its report.
+    pub async fn repair(&self, deadline: Duration) -> Result<v1::RepairReport, ReplicaError> {
+        let mut client = self.client.clone();
+        self.call_within(deadline, client.repair(v1::RepairRequest {})).await
+    }
+
+    /// Runs one call under the request deadline and records its result in the node's health.
     async fn call<T>(
         &self,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<T, ReplicaError> {
+        self.call_within(self.timeout, call).await
+    }
+
+    /// Runs one call under `deadline` and records its result in the node's health.
+    async fn call_within<T>(
+        &self,
+        deadline: Duration,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, ReplicaError> {
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, call).await {
+        let result = match tokio::time::timeout(deadline, call).await {
             Ok(Ok(reply)) => Ok(reply.into_inner()),
-            Ok(Err(status))
-                if status.code() == tonic::Code::Cancelled && started.elapsed() >= self.timeout =>
-            {
-                Err(ReplicaError::Timeout { after: self.timeout })
-            }
             Ok(Err(status)) => Err(ReplicaError::from_status(status)),
-            Err(_) => Err(ReplicaError::Timeout { after: self.timeout }),
+            Err(_) => Err(ReplicaError::Timeout { after: deadline }),
         };
         match &result {
             Ok(_) => self.health.record_success(started.elapsed()),

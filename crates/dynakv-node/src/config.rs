@@ -1,5 +1,6 @@
 //! What a node needs to start.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,8 @@ pub struct NodeConfig {
     pub storage_readers: usize,
     /// Longest wait for open connections to finish at shutdown before the node stops anyway.
     pub drain_timeout: Duration,
+    /// A random delay, in milliseconds, added to every replica request (for demonstrations).
+    pub inject_delay_ms: Option<RangeInclusive<u64>>,
 }
 
 impl NodeConfig {
@@ -39,6 +42,7 @@ impl NodeConfig {
             storage,
             storage_readers: 2,
             drain_timeout: Duration::from_secs(10),
+            inject_delay_ms: None,
         }
     }
 }

@@ -14,7 +14,7 @@ pub enum NodeError {
     /// The listener could not be used.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
-    /// The gRPC server failed.
+    /// The gRPC server failed, or a peer channel could not be built.
     #[error("server: {0}")]
     Server(#[from] tonic::transport::Error),
 }

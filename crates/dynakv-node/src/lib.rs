@@ -6,13 +6,19 @@
 //! # Layout
 //! - [`config`]: [`NodeConfig`], what a node needs to start: its ring, its id, where its data lives.
 //! - [`server`]: [`Node::serve`], opening storage, running the gRPC server, stopping cleanly.
-//! - [`service`]: the `dynakv.v1.Replica` gRPC service: validation, routing checks, the store.
+//! - [`service`]: the `dynakv.v1.Replica` gRPC service: validation, routing checks, hints, the store.
+//! - [`peers`]: node-to-node channels with deadlines and peer health.
+//! - [`handoff`]: delivery of hints to their owners once they answer again.
+//! - [`anti_entropy`]: Merkle-digest comparison with co-replicas, repair, tombstone collection.
 //! - [`error`]: [`NodeError`], why a node could not start.
 
 #![warn(missing_docs)]
 
+pub mod anti_entropy;
 pub mod config;
 pub mod error;
+pub mod handoff;
+pub mod peers;
 pub mod server;
 pub mod service;
 

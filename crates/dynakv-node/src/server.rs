@@ -9,11 +9,15 @@ use dynakv_proto::v1::replica_server::ReplicaServer;
 use dynakv_ring::SyncPolicy;
 use dynakv_storage::{FjallStorage, MemoryStorage, Storage, Store, StoreOptions};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{NodeConfig, StorageChoice};
 use crate::error::NodeError;
-use crate::service::{NodeState, ReplicaService, max_message_bytes};
+use crate::peers::Peers;
+use crate::service::{NodeState, ReplicaService, max_message_bytes, owner_hash};
+use crate::{anti_entropy, handoff};
 
 /// Concurrent requests one connection may carry.
 const MAX_STREAMS_PER_CONNECTION: u32 = 16 * 1024;
@@ -26,8 +30,9 @@ const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 pub struct Node;
 
 impl Node {
-    /// Serves the node on `listener` until `shutdown` completes, then drains open connections
-    /// and closes storage. Storage is opened before the first request is accepted.
+    /// Serves the node on `listener` until `shutdown` completes, then drains open connections,
+    /// stops the background tasks (hint delivery, anti-entropy) and closes storage. Storage is
+    /// opened before the first request is accepted.
     pub async fn serve(
         listener: TcpListener,
         config: NodeConfig,
@@ -53,6 +58,7 @@ impl Node {
             .await
             .expect("storage open task panicked")?;
         let addr = listener.local_addr()?;
+        let max = max_message_bytes(&config.ring);
         let state = Arc::new(NodeState {
             id: config.id.clone(),
             index,
@@ -60,10 +66,26 @@ impl Node {
             store,
             clock: Hlc::new(),
             started: Instant::now(),
+            peers: Peers::new(&config.ring, index, max)?,
+            owners: config
+                .ring
+                .nodes()
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (owner_hash(&n.id), i))
+                .collect(),
+            anti_entropy: tokio::sync::Mutex::new(()),
+            inject_delay: config.inject_delay_ms.clone(),
         });
+        let (stop_tasks, tasks_stopped) = watch::channel(false);
+        let tasks = TaskTracker::new();
+        tasks.spawn(handoff::run(state.clone(), tasks_stopped.clone()));
+        if config.ring.config().anti_entropy.enabled {
+            tasks.spawn(anti_entropy::run(state.clone(), tasks_stopped.clone()));
+        }
+        tasks.close();
         tracing::info!(node = %config.id, %addr, keys = state.store.live_keys(), "node serving");
 
-        let max = max_message_bytes(&config.ring);
         let service = ReplicaServer::new(ReplicaService::new(state.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
@@ -98,6 +120,8 @@ impl Node {
             }
         };
         drop(server);
+        let _ = stop_tasks.send(true);
+        tasks.wait().await;
         // The last reference closes storage, which joins its threads: keep that off the runtime.
         let _ = tokio::task::spawn_blocking(move || drop(state)).await;
         tracing::info!(node = %config.id, "node stopped");

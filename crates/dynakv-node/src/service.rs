@@ -1,13 +1,19 @@
 //! The `dynakv.v1.Replica` gRPC service: checks every request, then hands it to the store.
 
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dynakv_core::{Hlc, Record, validate_key, validate_value};
 use dynakv_proto::v1::{self, replica_server::Replica};
 use dynakv_ring::{NodeIndex, Ring, key_token};
 use dynakv_storage::{StorageError, Store};
 use tonic::{Request, Response, Status};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::anti_entropy::{self, Span};
+use crate::peers::Peers;
 
 /// Bytes allowed on top of the largest value: keys, framing, and batches of small records.
 pub const MESSAGE_OVERHEAD: usize = 4 * 1024 * 1024;
@@ -34,9 +40,35 @@ pub struct NodeState {
     pub clock: Hlc,
     /// When the node started, for uptime.
     pub started: Instant,
+    /// Channels to the other nodes, for hint delivery and anti-entropy.
+    pub peers: Peers,
+    /// Node index by the hash hints are filed under.
+    pub owners: HashMap<u64, NodeIndex>,
+    /// Held while an anti-entropy round runs, so rounds never overlap.
+    pub anti_entropy: tokio::sync::Mutex<()>,
+    /// A random delay added to every replica request, for demonstrations of slow nodes.
+    pub inject_delay: Option<RangeInclusive<u64>>,
+}
+
+/// The 8-byte hash a node's hints are filed under.
+pub fn owner_hash(id: &str) -> u64 {
+    xxh3_64(id.as_bytes())
 }
 
 impl NodeState {
+    /// The node whose hints are filed under `hash`.
+    pub fn owner(&self, hash: u64) -> Option<NodeIndex> {
+        self.owners.get(&hash).copied()
+    }
+
+    /// Waits the injected delay, if any.
+    async fn delay(&self) {
+        if let Some(range) = &self.inject_delay {
+            let ms = rand::random_range(range.clone());
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
     /// The key's token, once the key is valid and this node is one of its replicas.
     fn route(&self, key: &[u8]) -> Result<u64, Status> {
         validate_key(key).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -80,11 +112,34 @@ impl NodeState {
     }
 
     /// Serves one write: validated, then offered to the store, which keeps it only if newer.
+    /// With `hint_for`, the node also (or, if it is not a replica, only) keeps it as a hint for
+    /// that replica.
     pub async fn write(&self, request: v1::WriteRequest) -> Result<v1::WriteResponse, Status> {
-        if !request.hint_for.is_empty() {
-            return Err(Status::unimplemented("this node does not accept hints"));
-        }
-        let token = self.route(&request.key)?;
+        let hint_for = match request.hint_for.as_str() {
+            "" => None,
+            owner => {
+                let owner = self
+                    .ring
+                    .node_index(owner)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                Some(owner).filter(|&owner| owner != self.index)
+            }
+        };
+        let (token, replica) = match hint_for {
+            None => (self.route(&request.key)?, true),
+            Some(owner) => {
+                validate_key(&request.key).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let token = key_token(&request.key);
+                let replicas = self.ring.preference_list(token);
+                if !replicas.contains(&owner) {
+                    return Err(Status::failed_precondition(format!(
+                        "hint for {}, which is not a replica of this key",
+                        request.hint_for
+                    )));
+                }
+                (token, replicas.contains(&self.index))
+            }
+        };
         let wire = request.record.ok_or_else(|| Status::invalid_argument("write has no record"))?;
         let record = Record::try_from(wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(value) = &record.value {
@@ -92,8 +147,21 @@ impl NodeState {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         self.clock.observe(record.version.timestamp);
-        let outcome =
-            self.store.write(token, &request.key, record).await.map_err(storage_status)?;
+        let key = &request.key;
+        let outcome = match hint_for {
+            None => self.store.write(token, key, record).await,
+            Some(owner) => {
+                let owner = owner_hash(&self.ring.nodes()[owner].id);
+                let hint = self.store.write_hint(owner, token, key, record.clone());
+                if replica {
+                    let (own, hint) = tokio::join!(self.store.write(token, key, record), hint);
+                    hint.and(own)
+                } else {
+                    hint.await
+                }
+            }
+        }
+        .map_err(storage_status)?;
         Ok(v1::WriteResponse {
             applied: outcome.applied,
             current: Some(outcome.current.into()),
@@ -137,7 +205,35 @@ impl NodeState {
             uptime_ms: self.started.elapsed().as_millis() as u64,
             keys: self.store.live_keys(),
             clock: self.clock.now().0,
+            hints: self.store.pending_hints(),
         }
+    }
+
+    /// Digests of this node's records in each span.
+    pub async fn digest(&self, request: v1::DigestRequest) -> Result<v1::DigestResponse, Status> {
+        let spans: Vec<Span> = request.spans.into_iter().map(Span::from).collect();
+        let digests = anti_entropy::digests(self, &spans).await.map_err(storage_status)?;
+        Ok(v1::DigestResponse {
+            digests: digests.iter().map(|d| d.0).collect(),
+            counts: digests.iter().map(|d| d.1).collect(),
+            ring_version: self.ring.version(),
+        })
+    }
+
+    /// The key and version of every record in a span.
+    pub async fn versions(
+        &self,
+        request: v1::VersionsRequest,
+    ) -> Result<v1::VersionsResponse, Status> {
+        let span =
+            request.span.ok_or_else(|| Status::invalid_argument("versions request has no span"))?;
+        let entries = anti_entropy::versions(self, span.into())
+            .await
+            .map_err(storage_status)?
+            .into_iter()
+            .map(|(key, version)| v1::KeyVersion { key, version: Some(version.into()) })
+            .collect();
+        Ok(v1::VersionsResponse { entries, ring_version: self.ring.version() })
     }
 }
 
@@ -147,6 +243,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::ReadRequest>,
     ) -> Result<Response<v1::ReadResponse>, Status> {
+        self.state.delay().await;
         self.state.read(request.into_inner()).await.map(Response::new)
     }
 
@@ -154,6 +251,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::WriteRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
+        self.state.delay().await;
         self.state.write(request.into_inner()).await.map(Response::new)
     }
 
@@ -161,6 +259,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::BatchRequest>,
     ) -> Result<Response<v1::BatchResponse>, Status> {
+        self.state.delay().await;
         self.state.batch(request.into_inner()).await.map(Response::new)
     }
 
@@ -169,5 +268,27 @@ impl Replica for ReplicaService {
         _request: Request<v1::HealthRequest>,
     ) -> Result<Response<v1::HealthResponse>, Status> {
         Ok(Response::new(self.state.health()))
+    }
+
+    async fn digest(
+        &self,
+        request: Request<v1::DigestRequest>,
+    ) -> Result<Response<v1::DigestResponse>, Status> {
+        self.state.digest(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn versions(
+        &self,
+        request: Request<v1::VersionsRequest>,
+    ) -> Result<Response<v1::VersionsResponse>, Status> {
+        self.state.versions(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn repair(
+        &self,
+        _request: Request<v1::RepairRequest>,
+    ) -> Result<Response<v1::RepairReport>, Status> {
+        let report = anti_entropy::round(&self.state).await.map_err(storage_status)?;
+        Ok(Response::new(report.into_wire(&self.state.id)))
     }
 }

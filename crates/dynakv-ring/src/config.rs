@@ -20,6 +20,18 @@
 //! sync = "os"           # "os": ack once the journal is in the OS (survives a process crash);
 //!                       # "always": fsync before ack (survives power loss), group-committed
 //!
+//! [hints]
+//! interval_ms = 1000         # how often a node tries to hand its hints off (default 1 s)
+//! window_ms = 10800000       # hints older than this are dropped, not delivered (default 3 h)
+//!
+//! [anti_entropy]
+//! enabled = true             # periodic Merkle-digest comparison with co-replicas (default on)
+//! interval_ms = 30000        # time between rounds (default 30 s)
+//! max_keys_per_sec = 20000   # rate limit on keys a round streams (default 20,000)
+//!
+//! [tombstones]
+//! grace_ms = 21600000        # tombstones are kept at least this long (default 6 h; > hints.window_ms)
+//!
 //! [[nodes]]
 //! id = "n1"
 //! addr = "127.0.0.1:7401"
@@ -58,6 +70,15 @@ pub struct RingConfig {
     /// Durability of acknowledged writes.
     #[serde(default)]
     pub storage: StorageSettings,
+    /// Hinted handoff.
+    #[serde(default)]
+    pub hints: HintSettings,
+    /// Background replica comparison.
+    #[serde(default)]
+    pub anti_entropy: AntiEntropySettings,
+    /// Tombstone collection.
+    #[serde(default)]
+    pub tombstones: TombstoneSettings,
     /// The nodes, in any order; placement depends only on their ids.
     pub nodes: Vec<NodeSpec>,
 }
@@ -121,6 +142,57 @@ pub enum SyncPolicy {
     Os,
     /// Fsync before ack: survives power loss. Concurrent writes share one fsync.
     Always,
+}
+
+/// Hinted handoff: how often hints are delivered and how long they are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HintSettings {
+    /// Milliseconds between delivery attempts.
+    pub interval_ms: u64,
+    /// Hints whose write is older than this many milliseconds are dropped instead of delivered,
+    /// so a hint can never bring back a key whose tombstone has since been collected. Must be
+    /// shorter than `tombstones.grace_ms`; anti-entropy repairs what a dropped hint carried.
+    pub window_ms: u64,
+}
+
+impl Default for HintSettings {
+    fn default() -> Self {
+        HintSettings { interval_ms: 1000, window_ms: 3 * 3600 * 1000 }
+    }
+}
+
+/// Anti-entropy: periodic comparison of Merkle digests with the other replicas of each range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AntiEntropySettings {
+    /// Run rounds periodically; `dynakv repair` runs one on demand either way.
+    pub enabled: bool,
+    /// Milliseconds between rounds.
+    pub interval_ms: u64,
+    /// Most keys a round streams per second, both directions together.
+    pub max_keys_per_sec: u64,
+}
+
+impl Default for AntiEntropySettings {
+    fn default() -> Self {
+        AntiEntropySettings { enabled: true, interval_ms: 30_000, max_keys_per_sec: 20_000 }
+    }
+}
+
+/// Tombstone collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TombstoneSettings {
+    /// Milliseconds a tombstone (or expired record) is kept at least. It is collected after that
+    /// only once an anti-entropy round has found every replica of its range in agreement.
+    pub grace_ms: u64,
+}
+
+impl Default for TombstoneSettings {
+    fn default() -> Self {
+        TombstoneSettings { grace_ms: 6 * 3600 * 1000 }
+    }
 }
 
 /// One node of the ring.
@@ -196,6 +268,22 @@ impl RingConfig {
                 return Err(RingError::Setting { name, value, range: "at least 1" });
             }
         }
+        for (name, value) in [
+            ("hints.interval_ms", self.hints.interval_ms),
+            ("anti_entropy.interval_ms", self.anti_entropy.interval_ms),
+            ("anti_entropy.max_keys_per_sec", self.anti_entropy.max_keys_per_sec),
+        ] {
+            if value == 0 {
+                return Err(RingError::Setting { name, value, range: "at least 1" });
+            }
+        }
+        if self.hints.window_ms >= self.tombstones.grace_ms {
+            return Err(RingError::Setting {
+                name: "hints.window_ms",
+                value: self.hints.window_ms,
+                range: "less than tombstones.grace_ms",
+            });
+        }
         if self.limits.max_value_bytes > MAX_VALUE_BYTES_LIMIT {
             return Err(RingError::Setting {
                 name: "limits.max_value_bytes",
@@ -240,6 +328,8 @@ mod tests {
         assert_eq!(config.timeouts, Timeouts::default());
         assert_eq!(config.limits.max_value_bytes, 1024 * 1024);
         assert_eq!(config.storage.sync, SyncPolicy::Os);
+        assert!(config.anti_entropy.enabled);
+        assert!(config.hints.window_ms < config.tombstones.grace_ms);
     }
 
     #[test]
@@ -255,5 +345,11 @@ mod tests {
         let two_nodes = GOOD.split("[[nodes]]").take(3).collect::<Vec<_>>().join("[[nodes]]");
         assert!(msg(RingConfig::parse(&two_nodes)).contains("n = 3 but the ring has only 2 nodes"));
         assert!(msg(RingConfig::parse("not toml at all")).contains("malformed ring file"));
+        let hints_outlive_tombstones =
+            format!("{GOOD}\n[hints]\nwindow_ms = 100\n[tombstones]\ngrace_ms = 100\n");
+        assert!(
+            msg(RingConfig::parse(&hints_outlive_tombstones))
+                .contains("less than tombstones.grace_ms")
+        );
     }
 }
