@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dynakv_core::{Record, Timestamp};
+use dynakv_proto::v1::WriteResponse;
 use dynakv_ring::{NodeIndex, PreferenceList, key_token};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -97,52 +98,113 @@ pub(crate) async fn write(
 ) -> Result<(), QuorumError> {
     let token = key_token(&key);
     let replicas = shared.ring.preference_list(token);
-    let (sends, mut spare, mut failures) = plan_write(shared, token, &replicas, w, strict);
-    let send = |(node, hint_for): Send| -> BoxFuture<'static, _> {
-        let shared = shared.clone();
-        let (key, record) = (key.clone(), record.clone());
-        Box::pin(async move {
-            let hint_for =
-                hint_for.map(|owner| shared.replicas[owner].id.clone()).unwrap_or_default();
-            (node, shared.replicas[node].write_hinted(key, record, hint_for).await)
-        })
+    let (sends, spare, failures) = plan_write(shared, token, &replicas, w, strict);
+    let mut round = WriteRound {
+        shared: shared.clone(),
+        key,
+        record,
+        hinted: sends.iter().filter_map(|s| s.1).collect(),
+        replicas,
+        spare,
+        orphans: PreferenceList::new(),
+        acked: PreferenceList::new(),
+        failures,
+        calls: FuturesUnordered::new(),
     };
-    let mut calls: Pending<dynakv_proto::v1::WriteResponse> =
-        sends.iter().copied().map(send).collect();
-    let mut acked = 0;
-    while acked < w {
-        match calls.next().await {
-            Some((_, Ok(reply))) => {
-                acked += 1;
+    for send in sends {
+        round.send(send, true);
+    }
+    while round.acked.len() < w && round.next().await {}
+    let acked = round.acked.len();
+    let error = (acked < w).then(|| QuorumError {
+        op: Op::Write,
+        needed: w,
+        got: acked,
+        replicas: round.replicas.len(),
+        failures: std::mem::take(&mut round.failures),
+    });
+    if !round.calls.is_empty() {
+        shared.background.spawn(async move { while round.next().await {} });
+    }
+    error.map_or(Ok(()), Err)
+}
+
+/// A write call's result: where it went, whether its ack counts toward W, and the reply.
+type WriteCall = BoxFuture<'static, (Send, bool, Result<WriteResponse, ReplicaError>)>;
+
+/// One write in flight: its calls, and what is known of them so far. Outlives the caller when
+/// the quorum is reached early, so late failures are still handled.
+struct WriteRound {
+    shared: Arc<Shared>,
+    key: Bytes,
+    record: Record,
+    replicas: PreferenceList,
+    /// Live non-replicas not yet used as stand-ins.
+    spare: VecDeque<NodeIndex>,
+    /// Nodes whose acknowledgement counts toward W.
+    acked: PreferenceList,
+    /// Replicas some node already keeps a hint for.
+    hinted: PreferenceList,
+    /// Failed replicas waiting for a replica to acknowledge, which will then keep their hint.
+    orphans: PreferenceList,
+    failures: Vec<ReplicaFailure>,
+    calls: FuturesUnordered<WriteCall>,
+}
+
+impl WriteRound {
+    fn send(&mut self, (node, hint_for): Send, counts: bool) {
+        let shared = self.shared.clone();
+        let (key, record) = (self.key.clone(), self.record.clone());
+        self.calls.push(Box::pin(async move {
+            let owner = hint_for.map(|owner| shared.replicas[owner].id.clone()).unwrap_or_default();
+            let reply = shared.replicas[node].write_hinted(key, record, owner).await;
+            ((node, hint_for), counts, reply)
+        }));
+    }
+
+    /// Handles the next reply; false when no call is left.
+    async fn next(&mut self) -> bool {
+        let Some(((node, _), counts, reply)) = self.calls.next().await else { return false };
+        match reply {
+            Ok(reply) => {
+                if counts {
+                    self.acked.push(node);
+                    if self.replicas.contains(&node) {
+                        for orphan in std::mem::take(&mut self.orphans) {
+                            self.send((node, Some(orphan)), false);
+                        }
+                    }
+                }
                 if let Some(current) = reply.current {
-                    shared.clock.observe(Timestamp(current.timestamp));
+                    self.shared.clock.observe(Timestamp(current.timestamp));
                 }
             }
-            Some((node, Err(cause))) => {
-                // A replica that fails the write is stood in for, like one known to be down.
-                if replicas.contains(&node)
-                    && let Some(stand_in) = spare.pop_front()
-                {
-                    calls.push(send((stand_in, Some(node))));
-                }
-                failures.push(ReplicaFailure { node: shared.replicas[node].id.clone(), cause })
+            Err(cause) => {
+                self.stand_in_for(node);
+                let id = self.shared.replicas[node].id.clone();
+                self.failures.push(ReplicaFailure { node: id, cause });
             }
-            None => break,
         }
+        true
     }
-    if !calls.is_empty() {
-        shared.background.spawn(async move { while calls.next().await.is_some() {} });
-    }
-    if acked >= w {
-        Ok(())
-    } else {
-        Err(QuorumError {
-            op: Op::Write,
-            needed: w,
-            got: acked,
-            replicas: replicas.len(),
-            failures,
-        })
+
+    /// A replica that failed the write is stood in for, like one known to be down: by a spare
+    /// node, whose ack counts; or else by a replica that acknowledged (or the next one to), which
+    /// keeps a hint for it.
+    fn stand_in_for(&mut self, failed: NodeIndex) {
+        if !self.replicas.contains(&failed) || self.hinted.contains(&failed) {
+            return;
+        }
+        if let Some(stand_in) = self.spare.pop_front() {
+            self.hinted.push(failed);
+            self.send((stand_in, Some(failed)), true);
+        } else if let Some(&keeper) = self.acked.iter().find(|&&n| self.replicas.contains(&n)) {
+            self.hinted.push(failed);
+            self.send((keeper, Some(failed)), false);
+        } else {
+            self.hinted.push(failed);
+            self.orphans.push(failed);
+        }
     }
 }
 

@@ -1,5 +1,10 @@
 //! A test cluster: nodes served in this process by `Node::serve` on loopback listeners, each
-//! with its own fjall directory, stoppable and restartable on the same address.
+//! with its own fjall directory and a fault-injecting proxy in front (the address in the ring),
+//! stoppable and restartable on the same address.
+
+pub mod proxy;
+
+pub use proxy::{Fault, Proxy};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,13 +23,22 @@ use tokio::task::JoinHandle;
 /// Deadline of one request in tests: generous, so a loaded 2-core machine never trips it.
 pub const TEST_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Ring file text for nodes at `addrs`, with the given replication settings.
-pub fn ring_text(addrs: &[SocketAddr], n: usize, r: usize, w: usize) -> String {
-    let mut text = format!("vnodes = 32\n[replication]\nn = {n}\nr = {r}\nw = {w}\n");
+/// Settings every test ring gets unless a test asks otherwise: no periodic anti-entropy, so a
+/// test sees exactly the repairs it causes.
+pub const QUIET: &str = "[anti_entropy]\nenabled = false\n";
+
+/// Ring file text for nodes at `addrs`, with the given replication settings and extra TOML tables.
+pub fn ring_text_with(addrs: &[SocketAddr], n: usize, r: usize, w: usize, extra: &str) -> String {
+    let mut text = format!("vnodes = 32\n{extra}\n[replication]\nn = {n}\nr = {r}\nw = {w}\n");
     for (i, addr) in addrs.iter().enumerate() {
         text += &format!("[[nodes]]\nid = \"n{}\"\naddr = \"{addr}\"\n", i + 1);
     }
     text
+}
+
+/// Ring file text for nodes at `addrs`, with the given replication settings and [`QUIET`] extras.
+pub fn ring_text(addrs: &[SocketAddr], n: usize, r: usize, w: usize) -> String {
+    ring_text_with(addrs, n, r, w, QUIET)
 }
 
 /// A free loopback port, found by binding port 0 and letting it go.
@@ -42,7 +56,10 @@ pub fn client_for(ring: &Ring) -> Client {
 
 /// One in-process node.
 struct TestNode {
+    /// Where the node itself listens; only its proxy connects here.
     addr: SocketAddr,
+    /// The node's address in the ring.
+    proxy: Proxy,
     data_dir: PathBuf,
     /// Present while the node runs.
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
@@ -57,23 +74,41 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// Starts `nodes` nodes with replication `n`, `r`, `w`.
+    /// Starts `nodes` nodes with replication `n`, `r`, `w`, and no periodic anti-entropy.
     pub async fn start(nodes: usize, n: usize, r: usize, w: usize) -> TestCluster {
+        TestCluster::start_with(nodes, n, r, w, QUIET).await
+    }
+
+    /// Starts `nodes` nodes with replication `n`, `r`, `w` and extra ring-file tables.
+    pub async fn start_with(
+        nodes: usize,
+        n: usize,
+        r: usize,
+        w: usize,
+        extra: &str,
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut listeners = Vec::new();
         for _ in 0..nodes {
             listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind loopback"));
         }
         let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-        let text = ring_text(&addrs, n, r, w);
+        let mut proxies = Vec::new();
+        for &addr in &addrs {
+            proxies.push(Proxy::start(addr).await);
+        }
+        let proxy_addrs: Vec<_> = proxies.iter().map(|p| p.addr).collect();
+        let text = ring_text_with(&proxy_addrs, n, r, w, extra);
         std::fs::write(dir.path().join("ring.toml"), &text).unwrap();
         let ring = Ring::parse(&text).expect("valid test ring");
         let mut cluster = TestCluster {
             nodes: addrs
                 .iter()
+                .zip(proxies)
                 .enumerate()
-                .map(|(i, &addr)| TestNode {
+                .map(|(i, (&addr, proxy))| TestNode {
                     addr,
+                    proxy,
                     data_dir: dir.path().join(format!("n{}", i + 1)),
                     running: None,
                 })
@@ -118,6 +153,7 @@ impl TestCluster {
     /// Stops node `i` (0-based) cleanly and waits until it has let go of its port and storage.
     pub async fn stop(&mut self, i: usize) {
         if let Some((stop, task)) = self.nodes[i].running.take() {
+            self.nodes[i].proxy.close().await;
             let _ = stop.send(());
             task.await.expect("node task");
         }
@@ -139,6 +175,12 @@ impl TestCluster {
             }
         };
         self.serve(i, listener);
+        self.nodes[i].proxy.reopen().await;
+    }
+
+    /// Injects a fault between node `i` and everyone else (clients and peers).
+    pub fn fault(&self, i: usize, fault: Fault) {
+        self.nodes[i].proxy.set(fault);
     }
 
     /// What node `i` holds for `key`, asked directly.
