@@ -3,10 +3,13 @@
 
 mod support;
 
+mod anti_entropy;
 mod bad_input;
 mod cli;
 mod concurrency;
 mod durability;
 mod failures;
+mod handoff;
 mod repair;
 mod round_trips;
+mod tombstones;

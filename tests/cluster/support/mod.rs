@@ -255,3 +255,54 @@ pub async fn wait_until_up(client: &Client) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Polls `check` every 50 ms until it returns true, failing the test with `what` after 60 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Each node's (live keys, pending hints), asked of the nodes themselves.
+pub async fn counts(client: &Client) -> Vec<(u64, u64)> {
+    client
+        .node_statuses()
+        .await
+        .into_iter()
+        .map(|s| s.reply.map(|r| (r.keys, r.hints)).unwrap_or((u64::MAX, u64::MAX)))
+        .collect()
+}
+
+/// For every vnode range, the digest each of its replicas reports; replicas hold identical
+/// data for the range exactly when these agree.
+pub async fn range_digests(ring: &Ring) -> Vec<Vec<(u64, u64)>> {
+    use dynakv_proto::v1::{self, replica_client::ReplicaClient};
+    let ranges: Vec<_> = ring.ranges().collect();
+    let mut per_range = vec![Vec::new(); ranges.len()];
+    for (node, spec) in ring.nodes().iter().enumerate() {
+        let mut raw =
+            ReplicaClient::connect(format!("http://{}", spec.addr)).await.expect("connect");
+        let mine: Vec<usize> =
+            (0..ranges.len()).filter(|&i| ranges[i].replicas.contains(&node)).collect();
+        let spans = mine
+            .iter()
+            .map(|&i| v1::TokenSpan { start: ranges[i].start, end: ranges[i].end })
+            .collect();
+        let reply = raw.digest(v1::DigestRequest { spans }).await.expect("digest").into_inner();
+        for (k, &i) in mine.iter().enumerate() {
+            per_range[i].push((reply.digests[k], reply.counts[k]));
+        }
+    }
+    per_range
+}
+
+/// True when every range's replicas report the same digest.
+pub fn all_agree(digests: &[Vec<(u64, u64)>]) -> bool {
+    digests.iter().all(|replicas| replicas.windows(2).all(|w| w[0] == w[1]))
+}

@@ -1,0 +1,94 @@
+//! Tombstone collection: a deleted key never comes back, whatever node was down when it was
+//! deleted; tombstones are collected only once every replica holds them.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::support::{TestCluster, eventually};
+
+/// A one-second grace period, no hint delivery and no periodic rounds: tombstones move only
+/// through the repairs the test runs.
+const SHORT_GRACE: &str = "[tombstones]\ngrace_ms = 1000\n[hints]\ninterval_ms = 3600000\nwindow_ms = 500\n[anti_entropy]\nenabled = false\n";
+
+#[tokio::test]
+async fn a_key_deleted_while_a_replica_was_down_stays_deleted() {
+    let mut cluster = TestCluster::start_with(3, 3, 2, 2, SHORT_GRACE).await;
+    let client = cluster.client();
+    client.put("doomed", "old value").await.unwrap();
+    client.put("kept", "v").await.unwrap();
+    client.settle().await;
+
+    cluster.stop(2).await;
+    let deleted = client.delete("doomed").await.unwrap();
+    client.settle().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the grace period
+
+    // n3 cannot be compared with, so nothing may be collected yet.
+    for node in ["n1", "n2"] {
+        let report = client.repair(node, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(report.unreachable, vec!["n3".to_string()], "{report:?}");
+        assert_eq!(report.tombstones_collected, 0, "{report:?}");
+    }
+    assert!(cluster.replica_record(&client, 0, "doomed").await.unwrap().is_tombstone());
+
+    // n3 returns with the old value; repair hands it the tombstone, and only then, once every
+    // replica agrees, are the tombstones collected.
+    cluster.restart(2).await;
+    let fresh = cluster.client();
+    assert_eq!(
+        cluster.replica_record(&fresh, 2, "doomed").await.unwrap().value,
+        Some(Bytes::from("old value"))
+    );
+    let mut collected = 0;
+    for _ in 0..3 {
+        for node in ["n1", "n2", "n3"] {
+            collected +=
+                fresh.repair(node, Duration::from_secs(30)).await.unwrap().tombstones_collected;
+        }
+    }
+    assert_eq!(collected, 3, "each replica collects its tombstone once");
+    for node in 0..3 {
+        assert_eq!(
+            cluster.replica_record(&fresh, node, "doomed").await,
+            None,
+            "n{} still holds it",
+            node + 1
+        );
+    }
+    assert_eq!(fresh.get("doomed").await.unwrap(), None);
+    assert_eq!(fresh.get("kept").await.unwrap(), Some(Bytes::from("v")));
+
+    // Nothing brings it back: not further rounds, not reads.
+    for node in ["n1", "n2", "n3"] {
+        fresh.repair(node, Duration::from_secs(30)).await.unwrap();
+    }
+    fresh.settle().await;
+    for node in 0..3 {
+        assert_eq!(cluster.replica_record(&fresh, node, "doomed").await, None);
+    }
+    assert!(deleted.timestamp.millis() > 0);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn old_hints_are_dropped_not_delivered() {
+    let extra = "[tombstones]\ngrace_ms = 1000\n[hints]\ninterval_ms = 100\nwindow_ms = 300\n[anti_entropy]\nenabled = false\n";
+    let mut cluster = TestCluster::start_with(3, 3, 2, 2, extra).await;
+    let client = cluster.client();
+    cluster.stop(2).await;
+    client.put("k", "v").await.unwrap();
+    client.settle().await;
+    eventually("the hint outlives its window and is dropped", || async {
+        crate::support::counts(&client).await.iter().take(2).all(|c| c.1 == 0)
+    })
+    .await;
+    cluster.restart(2).await;
+    let fresh = cluster.client();
+    assert_eq!(
+        cluster.replica_record(&fresh, 2, "k").await,
+        None,
+        "a dropped hint is never delivered"
+    );
+    cluster.shutdown().await;
+}
