@@ -5,6 +5,7 @@ mod support;
 
 mod anti_entropy;
 mod bad_input;
+mod chaos;
 mod cli;
 mod concurrency;
 mod durability;
