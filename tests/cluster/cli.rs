@@ -124,12 +124,18 @@ async fn status_reports_nodes_and_quorum_health() {
         assert_eq!(node["addr"], cluster.ring.nodes()[i].addr.to_string());
         assert_eq!(node["up"], true);
         assert_eq!(node["keys"], 10);
+        assert_eq!(node["hints"], 0);
     }
 
     cluster.stop(1).await;
+    client.put("while-n2-is-down", "v").await.unwrap();
+    client.settle().await;
     let (code, doc) = status(ring.clone()).await;
     assert_eq!(code, Some(0), "two of three replicas still meet R = W = 2");
     assert_eq!(doc["nodes"][1]["up"], false);
+    let hints =
+        doc["nodes"][0]["hints"].as_u64().unwrap() + doc["nodes"][2]["hints"].as_u64().unwrap();
+    assert_eq!(hints, 1, "a live replica keeps n2's hint: {doc}");
     assert_eq!(doc["nodes"][0]["up"], true);
     assert_eq!(doc["quorum"]["ok"], true);
 

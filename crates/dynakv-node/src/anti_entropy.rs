@@ -247,8 +247,17 @@ pub async fn round(state: &NodeState) -> Result<RoundReport, StorageError> {
         }
         let request =
             v1::DigestRequest { spans: shared.iter().map(|&i| spans[i].into()).collect() };
-        report.bytes += request.encoded_len() as u64;
-        let remote = match peer.call(|mut c| async move { c.digest(request).await }).await {
+        // A peer known to be down gets one cheap probe instead of the digest request, which
+        // could wait out a full deadline.
+        let reachable = peer.health.is_up()
+            || peer.call(|mut c| async move { c.health(v1::HealthRequest {}).await }).await.is_ok();
+        let remote = if reachable {
+            report.bytes += request.encoded_len() as u64;
+            peer.call(|mut c| async move { c.digest(request).await }).await
+        } else {
+            Err(tonic::Status::unavailable("peer is down"))
+        };
+        let remote = match remote {
             Ok(remote)
                 if remote.digests.len() == shared.len() && remote.counts.len() == shared.len() =>
             {
