@@ -36,7 +36,13 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
         if state.store.pending_hints() == 0 {
             continue;
         }
-        match deliver(&state).await {
+        // A pass may wait on slow owners: stop at once on shutdown (hints are removed only
+        // after their owner's ack, so an interrupted pass loses nothing).
+        let pass = tokio::select! {
+            _ = shutdown.changed() => return,
+            pass = deliver(&state) => pass,
+        };
+        match pass {
             Ok(stats) if stats != DeliveryStats::default() => {
                 tracing::info!(node = %state.id, delivered = stats.delivered, dropped = stats.dropped, "hints handed off");
             }
