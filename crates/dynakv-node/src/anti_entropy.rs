@@ -386,13 +386,16 @@ impl Sync<'_> {
                 .map(|key| v1::BatchOp { op: Some(Op::Read(v1::ReadRequest { key: key.clone() })) })
                 .collect();
             let reply = self.batch(ops).await?;
-            for (key, result) in chunk.iter().zip(reply.results) {
-                let Some(Outcome::Read(read)) = result.result else { continue };
-                let Some(record) = read.record.and_then(|r| Record::try_from(r).ok()) else {
-                    continue;
-                };
-                self.state.clock.observe(record.version.timestamp);
-                if self.state.store.write(key_token(key), key, record).await?.applied {
+            let state = self.state;
+            // Offered to the store all at once, so the chunk shares one group commit.
+            let writes = chunk.iter().zip(reply.results).filter_map(|(key, result)| {
+                let Some(Outcome::Read(read)) = result.result else { return None };
+                let record = read.record.and_then(|r| Record::try_from(r).ok())?;
+                state.clock.observe(record.version.timestamp);
+                Some(state.store.write(key_token(key), key, record))
+            });
+            for outcome in futures::future::join_all(writes).await {
+                if outcome?.applied {
                     self.report.keys_received += 1;
                 }
             }
