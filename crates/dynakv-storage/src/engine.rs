@@ -48,3 +48,10 @@ pub fn stored_key(token: u64, key: &[u8]) -> Bytes {
     out.extend_from_slice(key);
     Bytes::from(out)
 }
+
+/// Splits a stored key into its ring token and the user key; `None` if it is too short to hold
+/// a token.
+pub fn split_stored_key(stored: &[u8]) -> Option<(u64, &[u8])> {
+    let (token, key) = stored.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*token), key))
+}

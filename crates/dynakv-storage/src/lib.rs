@@ -9,7 +9,7 @@
 //! - [`fjall_engine`]: [`FjallStorage`], the persistent default (an LSM tree with a journal).
 //! - [`memory`]: [`MemoryStorage`], an in-memory engine for tests and benchmarks.
 //! - [`store`]: [`Store`], the node's handle: one writer thread that merges and group-commits,
-//!   reader threads, and the live key count.
+//!   reader threads, the live key count, paged scans, and the expiry rewrite the TTL sweep uses.
 
 #![warn(missing_docs)]
 
@@ -18,7 +18,7 @@ pub mod fjall_engine;
 pub mod memory;
 pub mod store;
 
-pub use engine::{Mutation, Storage, StorageError, stored_key};
+pub use engine::{Mutation, Storage, StorageError, split_stored_key, stored_key};
 pub use fjall_engine::FjallStorage;
 pub use memory::MemoryStorage;
-pub use store::{Store, StoreOptions, WriteOutcome};
+pub use store::{Store, StoreOptions, WriteOutcome, next_page_start};

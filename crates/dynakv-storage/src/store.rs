@@ -48,8 +48,25 @@ pub struct WriteOutcome {
 /// A write waiting for the writer thread.
 struct WriteRequest {
     key: Bytes,
-    record: Record,
+    change: Change,
     reply: oneshot::Sender<Result<WriteOutcome, StorageError>>,
+}
+
+/// What a queued write asks the writer thread to do.
+enum Change {
+    /// Store the record if it is newer than what is stored.
+    Offer(Record),
+    /// Replace the stored value by a tombstone of the same version and expiry, if the stored
+    /// record is still exactly `version` and has expired at `now_ms`.
+    Expire { version: Version, now_ms: u64 },
+}
+
+/// What the writer knows of a key's stored record without its value.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    version: Version,
+    tombstone: bool,
+    expires_at_ms: u64,
 }
 
 /// A read waiting for a reader thread.
@@ -99,12 +116,33 @@ impl Store {
         key: &[u8],
         record: Record,
     ) -> Result<WriteOutcome, StorageError> {
+        self.submit(stored_key(token, key), Change::Offer(record)).await
+    }
+
+    /// Turns an expired record into a tombstone with the same version and expiry, dropping its
+    /// value, through the writer thread so it is ordered with every other write to the key.
+    ///
+    /// Acts only if the record stored under `stored` (a key as [`stored_key`] builds it) is still
+    /// exactly `version`, holds a value, and has expired at `now_ms`; returns whether it acted.
+    /// Keeping the version (rather than deleting the key) means an older, unexpired copy on
+    /// another replica can never be repaired back over it.
+    pub async fn expire(
+        &self,
+        stored: Bytes,
+        version: Version,
+        now_ms: u64,
+    ) -> Result<bool, StorageError> {
+        let outcome = self.submit(stored, Change::Expire { version, now_ms }).await?;
+        Ok(outcome.applied)
+    }
+
+    /// Queues a change for the writer thread and waits for its outcome.
+    async fn submit(&self, key: Bytes, change: Change) -> Result<WriteOutcome, StorageError> {
         let (reply, rx) = oneshot::channel();
-        let request = WriteRequest { key: stored_key(token, key), record, reply };
         self.writes
             .as_ref()
             .ok_or(StorageError::Closed)?
-            .send(request)
+            .send(WriteRequest { key, change, reply })
             .map_err(|_| StorageError::Closed)?;
         rx.await.map_err(|_| StorageError::Closed)?
     }
@@ -119,6 +157,20 @@ impl Store {
             .send(request)
             .map_err(|_| StorageError::Closed)?;
         rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Up to `limit` stored entries (stored key, encoded record) with stored keys at or after
+    /// `from`, in key order. The engine scan runs on the blocking pool, off the async runtime.
+    /// Page through everything by passing [`next_page_start`] of the last key as the next `from`.
+    pub async fn scan(
+        &self,
+        from: Bytes,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.scan(&from, limit))
+            .await
+            .map_err(|e| StorageError::Engine(format!("scan task failed: {e}")))?
     }
 
     /// Live (non-tombstone) records stored.
@@ -154,6 +206,14 @@ fn read(engine: &dyn Storage, key: &[u8]) -> Result<Option<Record>, StorageError
     }
 }
 
+/// The smallest stored key after `last`: where the page after the one ending at `last` starts.
+pub fn next_page_start(last: &[u8]) -> Bytes {
+    let mut from = Vec::with_capacity(last.len() + 1);
+    from.extend_from_slice(last);
+    from.push(0);
+    Bytes::from(from)
+}
+
 /// Counts live records by scanning the whole engine in pages.
 fn count_live(engine: &dyn Storage) -> Result<i64, StorageError> {
     const PAGE: usize = 4096;
@@ -167,10 +227,7 @@ fn count_live(engine: &dyn Storage) -> Result<i64, StorageError> {
             }
         }
         match page.last() {
-            Some((last, _)) if page.len() == PAGE => {
-                from = last.to_vec();
-                from.push(0);
-            }
+            Some((last, _)) if page.len() == PAGE => from = next_page_start(last).to_vec(),
             _ => return Ok(live),
         }
     }
@@ -201,7 +258,7 @@ impl Writer {
     /// Merges, commits and answers one drained batch.
     fn apply(&self, batch: &mut Vec<WriteRequest>) {
         // What this batch has already staged per key, so two writes to one key in a batch merge too.
-        let mut staged: HashMap<Bytes, (Version, bool)> = HashMap::new();
+        let mut staged: HashMap<Bytes, Meta> = HashMap::new();
         let mut mutations = Vec::with_capacity(batch.len());
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut live_delta = 0i64;
@@ -211,21 +268,22 @@ impl Writer {
                 None => self.stored_meta(&request.key),
             };
             let outcome = current.map(|current| {
-                let version = request.record.version;
-                match current {
-                    Some((stored, _)) if stored >= version => {
-                        WriteOutcome { applied: false, current: stored }
-                    }
-                    _ => {
-                        let tombstone = request.record.is_tombstone();
-                        let was_live = matches!(current, Some((_, false)));
-                        live_delta += i64::from(!tombstone) - i64::from(was_live);
-                        staged.insert(request.key.clone(), (version, tombstone));
-                        let value = Bytes::from(codec::encode(&request.record));
-                        mutations.push(Mutation::Put(request.key.clone(), value));
-                        WriteOutcome { applied: true, current: version }
-                    }
-                }
+                let Some(record) = decide(&request.change, current) else {
+                    let stored = current.map(|meta| meta.version).unwrap_or_default();
+                    return WriteOutcome { applied: false, current: stored };
+                };
+                let tombstone = record.is_tombstone();
+                let was_live = current.is_some_and(|meta| !meta.tombstone);
+                live_delta += i64::from(!tombstone) - i64::from(was_live);
+                let meta = Meta {
+                    version: record.version,
+                    tombstone,
+                    expires_at_ms: record.expires_at_ms,
+                };
+                staged.insert(request.key.clone(), meta);
+                let value = Bytes::from(codec::encode(&record));
+                mutations.push(Mutation::Put(request.key.clone(), value));
+                WriteOutcome { applied: true, current: record.version }
             });
             outcomes.push(outcome);
         }
@@ -251,10 +309,33 @@ impl Writer {
         }
     }
 
-    fn stored_meta(&self, key: &[u8]) -> Result<Option<(Version, bool)>, StorageError> {
+    fn stored_meta(&self, key: &[u8]) -> Result<Option<Meta>, StorageError> {
         match self.engine.get(key)? {
-            Some(bytes) => Ok(Some(codec::decode_meta(&bytes)?)),
+            Some(bytes) => {
+                let (version, tombstone) = codec::decode_meta(&bytes)?;
+                let expires_at_ms = codec::decode_expires_at(&bytes)?;
+                Ok(Some(Meta { version, tombstone, expires_at_ms }))
+            }
             None => Ok(None),
+        }
+    }
+}
+
+/// The record a change stores over `current`, or `None` when it changes nothing.
+fn decide(change: &Change, current: Option<Meta>) -> Option<Record> {
+    match *change {
+        Change::Offer(ref record) => match current {
+            Some(meta) if meta.version >= record.version => None,
+            _ => Some(record.clone()),
+        },
+        Change::Expire { version, now_ms } => {
+            let meta = current?;
+            let expired = meta.expires_at_ms != 0 && meta.expires_at_ms <= now_ms;
+            (meta.version == version && !meta.tombstone && expired).then(|| Record {
+                version,
+                value: None,
+                expires_at_ms: meta.expires_at_ms,
+            })
         }
     }
 }
@@ -326,5 +407,48 @@ mod tests {
         assert_eq!(store.live_keys(), 2);
         assert_eq!(store.read(1, b"b").await.unwrap(), Some(Record::tombstone(version(2))));
         assert_eq!(store.read(0, b"a").await.unwrap(), Some(value(1, "x")));
+    }
+
+    #[tokio::test]
+    async fn expire_keeps_the_version_and_only_acts_on_that_expired_version() {
+        let store = Store::open(Arc::new(MemoryStorage::new()), StoreOptions::default()).unwrap();
+        let expiring = |ts: u64, at: u64| Record { expires_at_ms: at, ..value(ts, "payload") };
+        store.write(1, b"k", expiring(5, 1_000)).await.unwrap();
+        store.write(2, b"other", value(1, "x")).await.unwrap();
+        assert_eq!(store.live_keys(), 2);
+        let key = stored_key(1, b"k");
+
+        assert!(!store.expire(key.clone(), version(5), 999).await.unwrap(), "not yet expired");
+        assert!(!store.expire(key.clone(), version(4), 1_000).await.unwrap(), "another version");
+        assert!(store.expire(key.clone(), version(5), 1_000).await.unwrap());
+        let swept = store.read(1, b"k").await.unwrap().unwrap();
+        assert_eq!(swept, Record { value: None, ..expiring(5, 1_000) });
+        assert_eq!(store.live_keys(), 1);
+        assert!(!store.expire(key.clone(), version(5), 2_000).await.unwrap(), "already swept");
+
+        // The swept tombstone still wins over older copies, and a newer write replaces it.
+        assert!(!store.write(1, b"k", value(3, "older")).await.unwrap().applied);
+        assert!(store.write(1, b"k", value(6, "newer")).await.unwrap().applied);
+        assert!(!store.expire(key, version(5), 2_000).await.unwrap(), "overwritten since");
+        assert_eq!(store.read(1, b"k").await.unwrap(), Some(value(6, "newer")));
+        assert_eq!(store.live_keys(), 2);
+    }
+
+    #[tokio::test]
+    async fn scans_page_through_every_entry() {
+        let store = Store::open(Arc::new(MemoryStorage::new()), StoreOptions::default()).unwrap();
+        for i in 0..10u64 {
+            store.write(i, b"k", value(1, "x")).await.unwrap();
+        }
+        let (mut seen, mut from) = (0, Bytes::new());
+        loop {
+            let page = store.scan(from, 3).await.unwrap();
+            seen += page.len();
+            match page.last() {
+                Some((last, _)) if page.len() == 3 => from = next_page_start(last),
+                _ => break,
+            }
+        }
+        assert_eq!(seen, 10);
     }
 }
