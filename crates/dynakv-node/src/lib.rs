@@ -7,14 +7,18 @@
 //! - [`config`]: [`NodeConfig`], what a node needs to start: its ring, its id, where its data lives.
 //! - [`server`]: [`Node::serve`], opening storage, running the gRPC server, stopping cleanly.
 //! - [`service`]: the `dynakv.v1.Replica` gRPC service: validation, routing checks, the store.
+//! - [`sweep`]: the TTL sweep, rewriting expired records as tombstones of the same version.
+//! - [`dump`]: the `Dump` stream of a node's records for operators, paged out of storage.
 //! - [`error`]: [`NodeError`], why a node could not start.
 
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod dump;
 pub mod error;
 pub mod server;
 pub mod service;
+pub mod sweep;
 
 pub use config::{NodeConfig, StorageChoice};
 pub use error::NodeError;

@@ -7,7 +7,11 @@ use dynakv_core::{Hlc, Record, validate_key, validate_value};
 use dynakv_proto::v1::{self, replica_server::Replica};
 use dynakv_ring::{NodeIndex, Ring, key_token};
 use dynakv_storage::{StorageError, Store};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
+
+use crate::dump;
 
 /// Bytes allowed on top of the largest value: keys, framing, and batches of small records.
 pub const MESSAGE_OVERHEAD: usize = 4 * 1024 * 1024;
@@ -34,6 +38,10 @@ pub struct NodeState {
     pub clock: Hlc,
     /// When the node started, for uptime.
     pub started: Instant,
+    /// Cancelled when the node starts shutting down; background tasks stop on it.
+    pub stopping: CancellationToken,
+    /// Background tasks (TTL sweep, dump streams), so shutdown can wait for them to finish.
+    pub tasks: TaskTracker,
 }
 
 impl NodeState {
@@ -64,7 +72,8 @@ impl ReplicaService {
     }
 }
 
-fn storage_status(e: StorageError) -> Status {
+/// The gRPC status of a storage failure.
+pub(crate) fn storage_status(e: StorageError) -> Status {
     match e {
         StorageError::Closed => Status::unavailable("node is shutting down"),
         e => Status::internal(e.to_string()),
@@ -169,5 +178,14 @@ impl Replica for ReplicaService {
         _request: Request<v1::HealthRequest>,
     ) -> Result<Response<v1::HealthResponse>, Status> {
         Ok(Response::new(self.state.health()))
+    }
+
+    type DumpStream = dump::DumpStream;
+
+    async fn dump(
+        &self,
+        request: Request<v1::DumpRequest>,
+    ) -> Result<Response<Self::DumpStream>, Status> {
+        Ok(Response::new(dump::start(&self.state, request.into_inner())))
     }
 }
