@@ -111,6 +111,9 @@ mod tests {
             min_retry_delay: Duration::from_secs(60),
             max_retry_delay: Duration::from_secs(600),
             max_inflight_repairs: 1,
+            max_attempts: 1,
+            backoff_min_delay: Duration::from_millis(1),
+            backoff_max_delay: Duration::from_millis(1),
         }
     }
 

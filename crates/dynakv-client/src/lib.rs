@@ -21,6 +21,7 @@
 //! - [`options`]: [`ClientOptions`], per-call [`ReadOptions`] and [`WriteOptions`].
 //! - [`quorum`]: the concurrent fan-out that waits for R or W replies.
 //! - [`repair`]: asynchronous read repair of stale replicas.
+//! - [`retry`]: idempotent retries of retryable failures, exponential backoff with jitter.
 //! - [`replica`]: one node's channel, with deadlines and health accounting on every call.
 //! - [`health`]: [`NodeHealth`], consecutive failures, latency, and exponential retry of down nodes.
 //! - [`error`]: [`ClientError`], [`QuorumError`] and [`ReplicaError`], carrying the numbers.
@@ -34,9 +35,10 @@ pub mod options;
 pub mod quorum;
 pub mod repair;
 pub mod replica;
+pub mod retry;
 
 pub use client::{
-    Client, ClientBuilder, Inspection, NodeReport, NodeStatus, ReplicaView, Versioned,
+    Client, ClientBuilder, DumpedRecord, Inspection, NodeReport, NodeStatus, ReplicaView, Versioned,
 };
 pub use error::{ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome};
 pub use health::NodeHealth;

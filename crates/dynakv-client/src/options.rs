@@ -21,6 +21,15 @@ pub struct ClientOptions {
     pub max_retry_delay: Duration,
     /// Most read repairs in flight; repairs beyond it are skipped (anti-entropy catches them).
     pub max_inflight_repairs: usize,
+    /// Attempts of one operation, the first included, when it fails with a retryable error
+    /// ([`ClientError::is_retryable`](crate::ClientError::is_retryable)); 1 disables retries.
+    /// A retried write reuses its version, so it can never become a second write. Default 3.
+    pub max_attempts: usize,
+    /// Wait before the first retry; doubles with each retry up to `backoff_max_delay`, and each
+    /// wait gets random jitter so clients that failed together do not retry together. Default 50 ms.
+    pub backoff_min_delay: Duration,
+    /// Longest wait between two attempts. Default 1 s.
+    pub backoff_max_delay: Duration,
 }
 
 impl ClientOptions {
@@ -35,6 +44,9 @@ impl ClientOptions {
             min_retry_delay: Duration::from_millis(100),
             max_retry_delay: Duration::from_secs(5),
             max_inflight_repairs: 256,
+            max_attempts: 3,
+            backoff_min_delay: Duration::from_millis(50),
+            backoff_max_delay: Duration::from_secs(1),
         }
     }
 }
