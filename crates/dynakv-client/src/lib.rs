@@ -18,6 +18,8 @@
 //!
 //! # Layout
 //! - [`client`]: [`Client`] and its builder: the public operations.
+//! - [`batch`]: `put_many`, `get_many`, `delete_many`: one `Batch` RPC per node, one outcome
+//!   per operation (not atomic across keys).
 //! - [`options`]: [`ClientOptions`], per-call [`ReadOptions`] and [`WriteOptions`].
 //! - [`quorum`]: the concurrent fan-out that waits for R or W replies.
 //! - [`repair`]: asynchronous read repair of stale replicas.
@@ -28,6 +30,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod client;
 pub mod error;
 pub mod health;
@@ -37,6 +40,7 @@ pub mod repair;
 pub mod replica;
 pub mod retry;
 
+pub use batch::{BatchPut, ReadResults, WriteResults};
 pub use client::{
     Client, ClientBuilder, DumpedRecord, Inspection, NodeReport, NodeStatus, ReplicaView, Versioned,
 };
