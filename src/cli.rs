@@ -1,6 +1,7 @@
 //! Command-line arguments.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -28,6 +29,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Show every node's health and whether every key range can meet quorum.
     Status(StatusArgs),
+    /// Stream one node's records (key, version, value or tombstone, expiry) as JSON lines.
+    Dump(DumpArgs),
 }
 
 /// The ring file every command starts from.
@@ -66,11 +69,23 @@ pub struct DevArgs {
 pub struct PutArgs {
     #[command(flatten)]
     pub ring: RingArg,
-    pub key: String,
-    pub value: String,
+    #[arg(required_unless_present = "batch")]
+    pub key: Option<String>,
+    #[arg(required_unless_present = "batch")]
+    pub value: Option<String>,
     /// Acknowledgements to wait for [default: the ring's w].
     #[arg(long)]
     pub w: Option<usize>,
+    /// Expire the value this long after the put, e.g. `30s`, `5m`, `1h 30m` [default: never].
+    /// With --batch, applies to lines that give no ttl of their own.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
+    /// Put every line of this JSON-lines file instead of one key: one object per line,
+    /// `{"key": "k", "value": "v", "ttl": "30s"}` (ttl optional). Every line is checked before
+    /// anything is sent; a bad line is reported by number and nothing is written. Not atomic
+    /// across keys: some puts may fail while others succeed, each is reported.
+    #[arg(long, conflicts_with_all = ["key", "value"])]
+    pub batch: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +116,22 @@ pub struct InspectArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// The node whose records to list.
+    #[arg(long)]
+    pub node: String,
+    /// Only keys starting with this. The node still reads all its records: stored keys begin
+    /// with the key's ring token, so a prefix cannot narrow the scan.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Print at most this many records.
+    #[arg(long)]
+    pub limit: Option<u64>,
 }
 
 #[derive(Debug, Args)]

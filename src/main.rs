@@ -4,6 +4,8 @@
 //! - `cmd::node`: `dynakv node`, one node until SIGINT/SIGTERM.
 //! - `cmd::dev`: `dynakv dev`, every node of a ring file as child processes.
 //! - `cmd::kv`: `put`, `get`, `delete` and `inspect`.
+//! - `cmd::batch`: `put --batch file.jsonl`, every line checked before anything is sent.
+//! - `cmd::dump`: `dynakv dump`, one node's records as JSON lines.
 //! - `cmd::status`: `dynakv status`, the ring's health at a glance.
 //! - `cli`: argument definitions shared by the commands.
 
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
             Command::Delete(args) => cmd::kv::delete(args).await,
             Command::Inspect(args) => cmd::kv::inspect(args).await,
             Command::Status(args) => cmd::status::run(args).await,
+            Command::Dump(args) => cmd::dump::run(args).await,
         }
     });
     match outcome {

@@ -10,11 +10,23 @@ use crate::cli::{DeleteArgs, GetArgs, InspectArgs, PutArgs};
 
 pub async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(&args.ring)?;
-    let result = client.put_with(args.key, args.value, WriteOptions { w: args.w }).await;
+    let options = WriteOptions { w: args.w };
+    if let Some(file) = &args.batch {
+        return super::batch::put_file(&client, file, args.ttl, options).await;
+    }
+    let (key, value) = args.key.zip(args.value).expect("clap requires key and value");
+    let result = match args.ttl {
+        Some(ttl) => client.put_ttl_with(key, value, ttl, options).await,
+        None => client.put_with(key, value, options).await,
+    };
     client.settle().await;
-    let version = result?;
-    eprintln!("ok {version}");
-    Ok(ExitCode::SUCCESS)
+    match result {
+        Ok(version) => {
+            eprintln!("ok {version}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => super::write_failed(e),
+    }
 }
 
 pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
@@ -40,9 +52,13 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(&args.ring)?;
     let result = client.delete_with(args.key, WriteOptions { w: args.w }).await;
     client.settle().await;
-    let version = result?;
-    eprintln!("deleted {version}");
-    Ok(ExitCode::SUCCESS)
+    match result {
+        Ok(version) => {
+            eprintln!("deleted {version}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => super::write_failed(e),
+    }
 }
 
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
@@ -96,12 +112,13 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `value`, `tombstone` or `expired`.
-fn describe_state(record: &Record, now: u64) -> &'static str {
-    if record.is_tombstone() {
-        "tombstone"
-    } else if record.is_expired_at(now) {
+/// `value`, `tombstone` or `expired` (an expired value, or the tombstone a node's TTL sweep
+/// left in its place, which keeps the expiry).
+pub fn describe_state(record: &Record, now: u64) -> &'static str {
+    if record.is_expired_at(now) {
         "expired"
+    } else if record.is_tombstone() {
+        "tombstone"
     } else {
         "value"
     }
