@@ -10,3 +10,4 @@ mod durability;
 mod failures;
 mod repair;
 mod round_trips;
+mod ttl;

@@ -20,7 +20,12 @@ pub const TEST_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Ring file text for nodes at `addrs`, with the given replication settings.
 pub fn ring_text(addrs: &[SocketAddr], n: usize, r: usize, w: usize) -> String {
-    let mut text = format!("vnodes = 32\n[replication]\nn = {n}\nr = {r}\nw = {w}\n");
+    ring_text_with(addrs, n, r, w, "")
+}
+
+/// [`ring_text`] with `extra` (whole TOML tables, e.g. `[ttl]` settings) before the nodes.
+pub fn ring_text_with(addrs: &[SocketAddr], n: usize, r: usize, w: usize, extra: &str) -> String {
+    let mut text = format!("vnodes = 32\n[replication]\nn = {n}\nr = {r}\nw = {w}\n{extra}\n");
     for (i, addr) in addrs.iter().enumerate() {
         text += &format!("[[nodes]]\nid = \"n{}\"\naddr = \"{addr}\"\n", i + 1);
     }
@@ -59,13 +64,24 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `nodes` nodes with replication `n`, `r`, `w`.
     pub async fn start(nodes: usize, n: usize, r: usize, w: usize) -> TestCluster {
+        Self::start_with(nodes, n, r, w, "").await
+    }
+
+    /// [`start`](Self::start) with extra ring file tables (see [`ring_text_with`]).
+    pub async fn start_with(
+        nodes: usize,
+        n: usize,
+        r: usize,
+        w: usize,
+        extra: &str,
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut listeners = Vec::new();
         for _ in 0..nodes {
             listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind loopback"));
         }
         let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-        let text = ring_text(&addrs, n, r, w);
+        let text = ring_text_with(&addrs, n, r, w, extra);
         std::fs::write(dir.path().join("ring.toml"), &text).unwrap();
         let ring = Ring::parse(&text).expect("valid test ring");
         let mut cluster = TestCluster {
@@ -198,6 +214,19 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true; fails the test after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "gave up after {limit:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
