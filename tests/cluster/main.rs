@@ -10,5 +10,6 @@ mod concurrency;
 mod durability;
 mod failures;
 mod repair;
+mod retries;
 mod round_trips;
 mod ttl;
