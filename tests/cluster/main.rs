@@ -9,6 +9,7 @@ mod cli;
 mod concurrency;
 mod durability;
 mod failures;
+mod lifecycle_cli;
 mod repair;
 mod retries;
 mod round_trips;
