@@ -1,25 +1,10 @@
 //! The CLI's lifecycle commands: `put --ttl`, `put --batch file.jsonl` and `dump`.
 
-use std::path::Path;
 use std::process::Output;
 
 use bytes::Bytes;
 
-use crate::support::TestCluster;
-
-async fn dynakv(args: &[&str], ring: &Path) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_dynakv"))
-        .args(args)
-        .arg("--ring")
-        .arg(ring)
-        .output()
-        .await
-        .expect("run dynakv")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::support::{TestCluster, dynakv, text};
 
 #[tokio::test]
 async fn a_malformed_batch_file_names_its_lines_and_writes_nothing() {

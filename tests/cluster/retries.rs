@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dynakv_client::{ClientOptions, WriteOutcome};
 
-use crate::support::{TEST_REQUEST_TIMEOUT, TestCluster, eventually};
+use crate::support::{TEST_REQUEST_TIMEOUT, TestCluster, dynakv, eventually, text};
 
 #[tokio::test]
 async fn a_retried_write_produces_one_version() {
@@ -63,28 +63,16 @@ async fn a_write_that_may_have_landed_is_reported_as_unknown() {
     let err = client.delete("k").await.unwrap_err();
     assert_eq!(err.write_outcome(), Some(WriteOutcome::Unknown), "{err}");
 
-    let cli = |args: &'static [&'static str]| {
-        let ring = ring.clone();
-        async move {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_dynakv"))
-                .args(args)
-                .arg("--ring")
-                .arg(ring)
-                .output()
-                .await
-                .expect("run dynakv")
-        }
-    };
-    let put = cli(&["put", "k", "maybe"]).await;
-    let stderr = String::from_utf8_lossy(&put.stderr);
+    let put = dynakv(&["put", "k", "maybe"], &ring).await;
+    let stderr = text(&put.stderr);
     assert_eq!(put.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("outcome unknown"), "{stderr}");
 
     cluster.stop(0).await;
     let err = client.put("k", "never").await.unwrap_err();
     assert_eq!(err.write_outcome(), Some(WriteOutcome::NotApplied), "{err}");
-    let put = cli(&["put", "k2", "never"]).await;
-    let stderr = String::from_utf8_lossy(&put.stderr);
+    let put = dynakv(&["put", "k2", "never"], &ring).await;
+    let stderr = text(&put.stderr);
     assert_eq!(put.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("the write was not applied"), "{stderr}");
 }

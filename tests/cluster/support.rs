@@ -184,6 +184,22 @@ impl Drop for TestCluster {
     }
 }
 
+/// Runs the `dynakv` binary with `args` and `--ring <ring>`, and collects its output.
+pub async fn dynakv(args: &[&str], ring: &Path) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_dynakv"))
+        .args(args)
+        .arg("--ring")
+        .arg(ring)
+        .output()
+        .await
+        .expect("run dynakv")
+}
+
+/// Output bytes as text, for messages and assertions.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// A `dynakv node` process of the real binary.
 pub struct NodeProcess {
     child: std::process::Child,

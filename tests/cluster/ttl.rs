@@ -44,6 +44,7 @@ async fn expired_records_read_as_not_found_on_every_path() {
 
     let version =
         client.put_with_ttl("brief", "gone soon", Duration::from_millis(200)).await.unwrap();
+    client.settle().await;
     let stored = cluster.replica_record(&client, 0, "brief").await.unwrap();
     assert_eq!(stored.version, version);
     assert!(stored.expires_at_ms > 0 && stored.expires_at_ms <= now_ms() + 200);
@@ -122,6 +123,7 @@ async fn a_put_replaces_the_ttl() {
     let cluster = TestCluster::start(3, 3, 2, 2).await;
     let client = cluster.client();
     client.put_with_ttl("k", "first", Duration::from_millis(300)).await.unwrap();
+    client.settle().await;
     let first = cluster.replica_record(&client, 0, "k").await.unwrap().expires_at_ms;
     client.put_with("k", "second", dynakv_client::WriteOptions { w: Some(3) }).await.unwrap();
     for node in 0..3 {
@@ -132,6 +134,7 @@ async fn a_put_replaces_the_ttl() {
     assert_eq!(client.get("k").await.unwrap(), Some(Bytes::from("second")));
 
     client.put_with_ttl("k", "third", Duration::from_secs(3600)).await.unwrap();
+    client.settle().await;
     let record = cluster.replica_record(&client, 0, "k").await.unwrap();
     assert!(record.expires_at_ms > now_ms(), "a put with ttl sets a new expiry");
     cluster.shutdown().await;
