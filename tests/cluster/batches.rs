@@ -112,3 +112,19 @@ async fn batched_reads_repair_stale_replicas() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn batched_reads_of_large_values_are_split_to_fit_the_message_limit() {
+    let cluster = TestCluster::start_with(3, 3, 2, 2, "[limits]\nmax_value_bytes = 65536\n").await;
+    let client = cluster.client();
+    // 100 values of 64 KiB: 6.4 MiB in one reply, over the 4 MiB + 64 KiB message limit.
+    let value = Bytes::from(vec![5u8; 64 * 1024]);
+    let keys: Vec<String> = (0..100).map(|i| format!("large-{i}")).collect();
+    let results = client.put_many(keys.iter().map(|k| (k.clone(), value.clone()))).await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "writes are split by bytes up front");
+    let values = client.get_many(keys).await.unwrap();
+    for value_read in values {
+        assert_eq!(value_read.unwrap().as_ref(), Some(&value));
+    }
+    cluster.shutdown().await;
+}

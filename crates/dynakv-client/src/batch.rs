@@ -12,7 +12,8 @@
 //! a batch's writes and not others.
 //!
 //! Batched reads resolve each key by version like single reads and repair stale replicas in the
-//! background, again one `Batch` RPC per node.
+//! background, again one `Batch` RPC per node. A read call whose reply would exceed the message
+//! limit (many large values) is split in two and sent again, until each part fits.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -390,14 +391,25 @@ impl Round {
     }
 
     /// Records a node's reply for each operation it carried; returns how many became decided.
+    ///
+    /// A reply too large for one message (batched reads of large values: the request cannot
+    /// know their sizes) is not a failure: the call is split in two and each half sent again.
     fn absorb(
         &mut self,
-        shared: &Shared,
+        shared: &Arc<Shared>,
         node: NodeIndex,
         positions: Vec<usize>,
         reply: Result<v1::BatchResponse, ReplicaError>,
     ) -> usize {
         let results: Vec<Result<Option<Record>, ReplicaError>> = match reply {
+            Err(cause) if positions.len() > 1 && too_large(&cause) => {
+                let (first, second) = positions.split_at(positions.len() / 2);
+                for half in [first.to_vec(), second.to_vec()] {
+                    let ops = half.iter().map(|&p| self.items[self.members[p]].wire()).collect();
+                    self.calls.push(send(shared, node, half, v1::BatchRequest { ops }));
+                }
+                return 0;
+            }
             Ok(reply) if reply.results.len() == positions.len() => {
                 reply.results.into_iter().map(|result| op_result(shared, result)).collect()
             }
@@ -529,6 +541,12 @@ fn op_result(shared: &Shared, result: v1::BatchResult) -> Result<Option<Record>,
         }
         None => Err(internal("batch result is empty".to_string())),
     }
+}
+
+/// True when a call failed because its request or reply exceeded the gRPC message limit.
+fn too_large(cause: &ReplicaError) -> bool {
+    matches!(cause, ReplicaError::Rejected { code: tonic::Code::OutOfRange, message }
+        if message.contains("message length too large"))
 }
 
 /// A malformed reply from a node.
