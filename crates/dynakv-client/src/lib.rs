@@ -16,6 +16,11 @@
 //! first R replies by version (last write wins); replicas that answered with an older version,
 //! or not at all, are repaired in the background. Late replies still count for node health.
 //!
+//! Operations that miss their quorum for a retryable reason (see [`ClientError::is_retryable`])
+//! are retried with backoff; a retried write reuses its version. Writes may carry a time-to-live
+//! ([`Client::put_with_ttl`]); many keys go in one call per node with [`Client::put_many`],
+//! [`Client::get_many`] and [`Client::delete_many`] (not atomic across keys).
+//!
 //! # Layout
 //! - [`client`]: [`Client`] and its builder: the public operations.
 //! - [`batch`]: `put_many`, `get_many`, `delete_many`: one `Batch` RPC per node, one outcome

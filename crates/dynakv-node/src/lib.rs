@@ -1,4 +1,5 @@
-//! The dynakv node: serves replica reads and writes for the keys the ring gives it.
+//! The dynakv node: serves replica reads and writes for the keys the ring gives it, sweeps
+//! expired records, and streams its records to operators.
 //!
 //! A node is started with [`Node::serve`], which takes its listener and shutdown signal from the
 //! caller, so the binary, tests and benchmarks start nodes the same way.
