@@ -129,8 +129,8 @@ pub struct DumpArgs {
     /// with the key's ring token, so a prefix cannot narrow the scan.
     #[arg(long, default_value = "")]
     pub prefix: String,
-    /// Print at most this many records.
-    #[arg(long)]
+    /// Print at most this many records [default: all].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
 }
 

@@ -7,6 +7,7 @@ mod bad_input;
 mod batches;
 mod cli;
 mod concurrency;
+mod dump;
 mod durability;
 mod failures;
 mod lifecycle_cli;

@@ -31,7 +31,8 @@ pub fn start(state: &Arc<NodeState>, request: v1::DumpRequest) -> DumpStream {
     state.tasks.spawn(async move {
         tokio::select! {
             _ = task_state.stopping.cancelled() => {
-                let _ = tx.send(Err(Status::unavailable("node is shutting down"))).await;
+                // Never wait here: a reader that stopped reading must not hold up shutdown.
+                let _ = tx.try_send(Err(Status::unavailable("node is shutting down")));
             }
             _ = send_all(&task_state, request, &tx) => {}
         }

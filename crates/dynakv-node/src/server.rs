@@ -67,7 +67,7 @@ impl Node {
             tasks: TaskTracker::new(),
         });
         let sweep_every = Duration::from_millis(config.ring.config().ttl.sweep_interval_ms);
-        state.tasks.spawn(sweep::run(state.clone(), sweep_every, state.stopping.clone()));
+        state.tasks.spawn(sweep::run(state.clone(), sweep_every));
         tracing::info!(node = %config.id, %addr, keys = state.store.live_keys(), "node serving");
 
         let max = max_message_bytes(&config.ring);

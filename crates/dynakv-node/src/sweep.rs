@@ -30,8 +30,9 @@ pub struct SweepReport {
     pub expired: u64,
 }
 
-/// Sweeps the node's storage every `interval` until `stop` is cancelled.
-pub async fn run(state: Arc<NodeState>, interval: Duration, stop: CancellationToken) {
+/// Sweeps the node's storage every `interval` until the node starts shutting down.
+pub async fn run(state: Arc<NodeState>, interval: Duration) {
+    let stop = &state.stopping;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick completes at once; skip it so a node starts serving before it sweeps.
@@ -41,7 +42,7 @@ pub async fn run(state: Arc<NodeState>, interval: Duration, stop: CancellationTo
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        match sweep_once(&state.store, &stop).await {
+        match sweep_once(&state.store, stop).await {
             Ok(report) if report.expired > 0 => {
                 tracing::debug!(node = %state.id, scanned = report.scanned, expired = report.expired, "ttl sweep");
             }
