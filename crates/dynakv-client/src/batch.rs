@@ -414,7 +414,7 @@ impl Round {
                 reply.results.into_iter().map(|result| op_result(shared, result)).collect()
             }
             Ok(reply) => {
-                let cause = internal(format!(
+                let cause = ReplicaError::malformed(format!(
                     "node answered {} results for {} operations",
                     reply.results.len(),
                     positions.len()
@@ -527,7 +527,9 @@ fn op_result(shared: &Shared, result: v1::BatchResult) -> Result<Option<Record>,
     use v1::batch_result::Result as Outcome;
     match result.result {
         Some(Outcome::Read(read)) => match read.record {
-            Some(wire) => Record::try_from(wire).map(Some).map_err(|e| internal(e.to_string())),
+            Some(wire) => {
+                Record::try_from(wire).map(Some).map_err(|e| ReplicaError::malformed(e.to_string()))
+            }
             None => Ok(None),
         },
         Some(Outcome::Write(write)) => {
@@ -539,7 +541,7 @@ fn op_result(shared: &Shared, result: v1::BatchResult) -> Result<Option<Record>,
         Some(Outcome::Error(e)) => {
             Err(ReplicaError::Rejected { code: tonic::Code::from(e.code), message: e.message })
         }
-        None => Err(internal("batch result is empty".to_string())),
+        None => Err(ReplicaError::malformed("batch result is empty")),
     }
 }
 
@@ -547,11 +549,6 @@ fn op_result(shared: &Shared, result: v1::BatchResult) -> Result<Option<Record>,
 fn too_large(cause: &ReplicaError) -> bool {
     matches!(cause, ReplicaError::Rejected { code: tonic::Code::OutOfRange, message }
         if message.contains("message length too large"))
-}
-
-/// A malformed reply from a node.
-fn internal(message: String) -> ReplicaError {
-    ReplicaError::Rejected { code: tonic::Code::Internal, message }
 }
 
 #[cfg(test)]

@@ -361,18 +361,11 @@ impl Client {
             .map(move |entry| {
                 let failed = |cause| ClientError::Node { node: node.clone(), cause };
                 let entry = entry.map_err(failed)?;
-                let record = entry.record.ok_or_else(|| {
-                    failed(ReplicaError::Rejected {
-                        code: tonic::Code::Internal,
-                        message: "dump entry has no record".into(),
-                    })
-                })?;
-                let record = Record::try_from(record).map_err(|e| {
-                    failed(ReplicaError::Rejected {
-                        code: tonic::Code::Internal,
-                        message: e.to_string(),
-                    })
-                })?;
+                let record = entry
+                    .record
+                    .ok_or_else(|| failed(ReplicaError::malformed("dump entry has no record")))?;
+                let record = Record::try_from(record)
+                    .map_err(|e| failed(ReplicaError::malformed(e.to_string())))?;
                 Ok(DumpedRecord { key: entry.key, token: entry.token, record })
             })
             .boxed())

@@ -250,6 +250,11 @@ impl ReplicaError {
         }
     }
 
+    /// A reply the node sent that the client cannot use (missing or malformed parts).
+    pub(crate) fn malformed(message: impl Into<String>) -> Self {
+        ReplicaError::Rejected { code: tonic::Code::Internal, message: message.into() }
+    }
+
     /// Classifies a gRPC status from a call.
     pub fn from_status(status: tonic::Status) -> Self {
         match status.code() {

@@ -30,7 +30,8 @@ pub struct Node;
 
 impl Node {
     /// Serves the node on `listener` until `shutdown` completes, then stops background tasks (the
-    /// TTL sweep, dump streams), drains open connections and closes storage. Storage is opened before the first request is accepted.
+    /// TTL sweep, dump streams), drains open connections and closes storage. Storage is opened
+    /// before the first request is accepted.
     pub async fn serve(
         listener: TcpListener,
         config: NodeConfig,
