@@ -95,15 +95,24 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     println!("token {:016x}; replicas, primary first:", inspection.token);
     for view in &inspection.replicas {
         let what = match &view.record {
-            Ok(Some(record)) => match (&record.value, describe_state(record, now)) {
-                (Some(value), "value") => format!(
-                    "value {} ({} bytes) version {}",
-                    show(value),
-                    value.len(),
-                    record.version
-                ),
-                (_, state) => format!("{state} version {}", record.version),
-            },
+            Ok(Some(record)) => {
+                let what = match (&record.value, describe_state(record, now)) {
+                    (Some(value), "value") => format!(
+                        "value {} ({} bytes) version {}",
+                        show(value),
+                        value.len(),
+                        record.version
+                    ),
+                    (_, state) => format!("{state} version {}", record.version),
+                };
+                match record.expires_at_ms {
+                    0 => what,
+                    ms => {
+                        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                        format!("{what} expires {}", humantime::format_rfc3339_millis(at))
+                    }
+                }
+            }
             Ok(None) => "missing".to_string(),
             Err(e) => format!("unreachable: {e}"),
         };

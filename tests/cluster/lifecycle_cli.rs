@@ -86,6 +86,9 @@ async fn put_ttl_and_dump_show_records_with_their_expiry() {
     );
     assert!(deleted["version"].as_str().unwrap().contains('@'));
 
+    let table = text(&dynakv(&["inspect", "user:1"], &ring).await.stdout);
+    assert!(table.contains("value \"ada\"") && table.contains(" expires 20"), "{table}");
+
     let limited = lines(&dynakv(&["dump", "--node", "n3", "--limit", "2"], &ring).await);
     assert_eq!(limited.len(), 2);
 
