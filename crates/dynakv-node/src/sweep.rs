@@ -7,6 +7,10 @@
 //! "not found" like the expired value it replaces, and is purged later by tombstone collection.
 //! The rewrite goes through the store's single writer ([`Store::expire`]), so it is ordered with
 //! every other write and acts only if the key still holds exactly the expired version.
+//!
+//! Each pass also learns when the next stored value expires ([`Store::next_expiry_ms`], lowered
+//! by every expiring write), and ticks before then skip the pass: a node that stores no expiring
+//! values does not rescan its storage every interval.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +46,9 @@ pub async fn run(state: Arc<NodeState>, interval: Duration) {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        if now_ms() < state.store.next_expiry_ms() {
+            continue;
+        }
         match sweep_once(&state.store, stop).await {
             Ok(report) if report.expired > 0 => {
                 tracing::debug!(node = %state.id, scanned = report.scanned, expired = report.expired, "ttl sweep");
@@ -52,19 +59,36 @@ pub async fn run(state: Arc<NodeState>, interval: Duration) {
     }
 }
 
-/// One pass over the whole store, page by page; stops early once `stop` is cancelled.
+/// One pass over the whole store, page by page; stops early once `stop` is cancelled. Also
+/// recomputes when the next stored value expires, so passes before then can be skipped.
 pub async fn sweep_once(
     store: &Store,
     stop: &CancellationToken,
 ) -> Result<SweepReport, StorageError> {
+    store.begin_expiry_pass();
+    let outcome = pass(store, stop).await;
+    if outcome.is_err() || stop.is_cancelled() {
+        // An unfinished pass saw only part of the store: the next expiry is unknown.
+        store.note_expiry(0);
+    }
+    outcome
+}
+
+/// The body of [`sweep_once`].
+async fn pass(store: &Store, stop: &CancellationToken) -> Result<SweepReport, StorageError> {
     let now = now_ms();
     let mut report = SweepReport::default();
     let mut from = Bytes::new();
     while !stop.is_cancelled() {
         let page = store.scan(from, SWEEP_PAGE).await?;
         report.scanned += page.len() as u64;
-        let expiries = page.iter().filter_map(|(key, value)| match expired_version(value, now) {
-            Ok(version) => version.map(|version| store.expire(key.clone(), version, now)),
+        let expiries = page.iter().filter_map(|(key, value)| match expiry(value) {
+            Ok(Some((version, at))) if at <= now => Some(store.expire(key.clone(), version, now)),
+            Ok(Some((_, at))) => {
+                store.note_expiry(at);
+                None
+            }
+            Ok(None) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "ttl sweep skipped a damaged record");
                 None
@@ -81,14 +105,11 @@ pub async fn sweep_once(
     Ok(report)
 }
 
-/// The version of a stored record if it holds a value that has expired at `now`.
-fn expired_version(
-    value: &[u8],
-    now: u64,
-) -> Result<Option<dynakv_core::Version>, dynakv_core::CodecError> {
+/// The version and expiry of a stored record that holds an expiring value.
+fn expiry(value: &[u8]) -> Result<Option<(dynakv_core::Version, u64)>, dynakv_core::CodecError> {
     let (version, tombstone) = codec::decode_meta(value)?;
     let expires_at_ms = codec::decode_expires_at(value)?;
-    Ok((!tombstone && expires_at_ms != 0 && expires_at_ms <= now).then_some(version))
+    Ok((!tombstone && expires_at_ms != 0).then_some((version, expires_at_ms)))
 }
 
 #[cfg(test)]
@@ -120,6 +141,7 @@ mod tests {
         assert_eq!(store.live_keys(), live - expected);
         let swept = store.read(0, b"k").await.unwrap().unwrap();
         assert_eq!(swept, Record { version, value: None, expires_at_ms: past });
+        assert_eq!(store.next_expiry_ms(), u64::MAX, "the rest expire at the end of time");
         let again = sweep_once(&store, &CancellationToken::new()).await.unwrap();
         assert_eq!(again.expired, 0, "a swept record is not swept twice");
     }

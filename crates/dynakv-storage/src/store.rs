@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -82,6 +82,9 @@ pub struct Store {
     reads: Option<Sender<ReadRequest>>,
     /// Live (non-tombstone) records; signed because a batch may briefly net negative.
     live: Arc<AtomicI64>,
+    /// Unix ms before which no stored value expires, as far as the store knows: lowered by every
+    /// write of an expiring value, recomputed by each full sweep. 0 (at open): unknown.
+    next_expiry: Arc<AtomicU64>,
     engine: Arc<dyn Storage>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -94,7 +97,13 @@ impl Store {
         let (writes, write_rx) = crossbeam_channel::unbounded();
         let (reads, read_rx) = crossbeam_channel::unbounded::<ReadRequest>();
         let mut threads = Vec::new();
-        let writer = Writer { engine: engine.clone(), live: live.clone(), options };
+        let next_expiry = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            engine: engine.clone(),
+            live: live.clone(),
+            next_expiry: next_expiry.clone(),
+            options,
+        };
         threads.push(spawn("dynakv-writer", move || writer.run(write_rx)));
         for i in 0..options.readers.max(1) {
             let engine = engine.clone();
@@ -105,7 +114,7 @@ impl Store {
                 }
             }));
         }
-        Ok(Store { writes: Some(writes), reads: Some(reads), live, engine, threads })
+        Ok(Store { writes: Some(writes), reads: Some(reads), live, next_expiry, engine, threads })
     }
 
     /// Offers `record` for the key with ring token `token`; it is stored only if newer than what
@@ -173,6 +182,26 @@ impl Store {
             .map_err(|e| StorageError::Engine(format!("scan task failed: {e}")))?
     }
 
+    /// Unix ms before which no stored value expires, as far as the store knows (`u64::MAX`:
+    /// none expires; 0: unknown until a full pass). The TTL sweep skips passes before it.
+    pub fn next_expiry_ms(&self) -> u64 {
+        self.next_expiry.load(Ordering::Acquire)
+    }
+
+    /// Starts recomputing [`next_expiry_ms`](Self::next_expiry_ms) for a full pass over the
+    /// store: from now on only writes lower it, plus what the pass reports through
+    /// [`note_expiry`](Self::note_expiry). Writes during the pass are never missed: a record the
+    /// pass read before it changed is replaced by a write that lowers the value itself.
+    pub fn begin_expiry_pass(&self) {
+        self.next_expiry.store(u64::MAX, Ordering::Release);
+    }
+
+    /// Reports a stored value expiring at `expires_at_ms`, seen by a pass; `0` makes the next
+    /// expiry unknown again (e.g. after a failed pass).
+    pub fn note_expiry(&self, expires_at_ms: u64) {
+        self.next_expiry.fetch_min(expires_at_ms, Ordering::AcqRel);
+    }
+
     /// Live (non-tombstone) records stored.
     pub fn live_keys(&self) -> u64 {
         self.live.load(Ordering::Relaxed).max(0) as u64
@@ -237,6 +266,7 @@ fn count_live(engine: &dyn Storage) -> Result<i64, StorageError> {
 struct Writer {
     engine: Arc<dyn Storage>,
     live: Arc<AtomicI64>,
+    next_expiry: Arc<AtomicU64>,
     options: StoreOptions,
 }
 
@@ -262,6 +292,7 @@ impl Writer {
         let mut mutations = Vec::with_capacity(batch.len());
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut live_delta = 0i64;
+        let mut expiring = u64::MAX;
         for request in batch.iter() {
             let current = match staged.get(&request.key) {
                 Some(&meta) => Ok(Some(meta)),
@@ -273,6 +304,9 @@ impl Writer {
                     return WriteOutcome { applied: false, current: stored };
                 };
                 let tombstone = record.is_tombstone();
+                if !tombstone && record.expires_at_ms != 0 {
+                    expiring = expiring.min(record.expires_at_ms);
+                }
                 let was_live = current.is_some_and(|meta| !meta.tombstone);
                 live_delta += i64::from(!tombstone) - i64::from(was_live);
                 let meta = Meta {
@@ -295,6 +329,7 @@ impl Writer {
         match committed {
             Ok(()) => {
                 self.live.fetch_add(live_delta, Ordering::Relaxed);
+                self.next_expiry.fetch_min(expiring, Ordering::AcqRel);
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = request.reply.send(outcome);
                 }
@@ -432,6 +467,13 @@ mod tests {
         assert!(!store.expire(key, version(5), 2_000).await.unwrap(), "overwritten since");
         assert_eq!(store.read(1, b"k").await.unwrap(), Some(value(6, "newer")));
         assert_eq!(store.live_keys(), 2);
+
+        assert_eq!(store.next_expiry_ms(), 0, "unknown until a full pass");
+        store.begin_expiry_pass();
+        assert_eq!(store.next_expiry_ms(), u64::MAX);
+        store.write(3, b"x", expiring(7, 5_000)).await.unwrap();
+        store.note_expiry(9_000);
+        assert_eq!(store.next_expiry_ms(), 5_000);
     }
 
     #[tokio::test]
