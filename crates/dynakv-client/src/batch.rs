@@ -309,6 +309,17 @@ struct OpState {
     decided: bool,
 }
 
+impl OpState {
+    /// True once the outcome is known: the quorum is reached, or it can no longer be and, for a
+    /// write, no request is left in flight (one could still land, and the failure must then say
+    /// the outcome is unknown).
+    fn is_decided(&self, op: Op, quorum: usize) -> bool {
+        let got = self.replies.len();
+        let hopeless = got + self.outstanding < quorum;
+        got >= quorum || self.outstanding == 0 || (hopeless && op == Op::Read)
+    }
+}
+
 impl Round {
     /// Places every member on its replicas and sends one call per node (or more, split).
     fn start(
@@ -438,8 +449,7 @@ impl Round {
                     .failures
                     .push(ReplicaFailure { node: shared.replicas[node].id.clone(), cause }),
             }
-            let got = state.replies.len();
-            if !state.decided && (got >= self.quorum || got + state.outstanding < self.quorum) {
+            if !state.decided && state.is_decided(self.op, self.quorum) {
                 state.decided = true;
                 newly_decided += 1;
             }
