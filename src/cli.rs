@@ -69,8 +69,10 @@ pub struct DevArgs {
 pub struct PutArgs {
     #[command(flatten)]
     pub ring: RingArg,
+    /// The key (not with --batch).
     #[arg(required_unless_present = "batch")]
     pub key: Option<String>,
+    /// The value (not with --batch).
     #[arg(required_unless_present = "batch")]
     pub value: Option<String>,
     /// Acknowledgements to wait for [default: the ring's w].
