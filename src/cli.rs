@@ -1,6 +1,7 @@
 //! Command-line arguments.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -30,6 +31,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Run one anti-entropy round now, on one node or on each node in turn.
     Repair(RepairArgs),
+    /// Stream one node's records (key, version, value or tombstone, expiry) as JSON lines.
+    Dump(DumpArgs),
 }
 
 /// The ring file every command starts from.
@@ -82,14 +85,28 @@ pub struct DevArgs {
 pub struct PutArgs {
     #[command(flatten)]
     pub ring: RingArg,
-    pub key: String,
-    pub value: String,
+    /// The key (not with --batch).
+    #[arg(required_unless_present = "batch")]
+    pub key: Option<String>,
+    /// The value (not with --batch).
+    #[arg(required_unless_present = "batch")]
+    pub value: Option<String>,
     /// Acknowledgements to wait for [default: the ring's w].
     #[arg(long)]
     pub w: Option<usize>,
     /// Count only the key's own replicas toward W (no sloppy quorum).
     #[arg(long)]
     pub strict: bool,
+    /// Expire the value this long after the put, e.g. `30s`, `5m`, `1h 30m` [default: never].
+    /// With --batch, applies to lines that give no ttl of their own.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
+    /// Put every line of this JSON-lines file instead of one key: one object per line,
+    /// `{"key": "k", "value": "v", "ttl": "30s"}` (ttl optional). Every line is checked before
+    /// anything is sent; a bad line is reported by number and nothing is written. Not atomic
+    /// across keys: some puts may fail while others succeed, each is reported.
+    #[arg(long, conflicts_with_all = ["key", "value"])]
+    pub batch: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +140,22 @@ pub struct InspectArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// The node whose records to list.
+    #[arg(long)]
+    pub node: String,
+    /// Only keys starting with this. The node still reads all its records: stored keys begin
+    /// with the key's ring token, so a prefix cannot narrow the scan.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Print at most this many records [default: all].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
 }
 
 #[derive(Debug, Args)]

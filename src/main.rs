@@ -4,6 +4,8 @@
 //! - `cmd::node`: `dynakv node`, one node until SIGINT/SIGTERM.
 //! - `cmd::dev`: `dynakv dev`, every node of a ring file as child processes.
 //! - `cmd::kv`: `put`, `get`, `delete` and `inspect`.
+//! - `cmd::batch`: `put --batch file.jsonl`, every line checked before anything is sent.
+//! - `cmd::dump`: `dynakv dump`, one node's records as JSON lines.
 //! - `cmd::status`: `dynakv status`, the ring's health at a glance.
 //! - `cmd::repair`: `dynakv repair`, one anti-entropy round on demand.
 //! - `cli`: argument definitions shared by the commands.
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
             Command::Inspect(args) => cmd::kv::inspect(args).await,
             Command::Status(args) => cmd::status::run(args).await,
             Command::Repair(args) => cmd::repair::run(args).await,
+            Command::Dump(args) => cmd::dump::run(args).await,
         }
     });
     match outcome {

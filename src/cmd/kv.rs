@@ -10,13 +10,23 @@ use crate::cli::{DeleteArgs, GetArgs, InspectArgs, PutArgs};
 
 pub async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(&args.ring)?;
-    let result = client
-        .put_with(args.key, args.value, WriteOptions { w: args.w, strict: args.strict })
-        .await;
+    let options = WriteOptions { w: args.w, strict: args.strict };
+    if let Some(file) = &args.batch {
+        return super::batch::put_file(&client, file, args.ttl, options).await;
+    }
+    let (key, value) = args.key.zip(args.value).expect("clap requires key and value");
+    let result = match args.ttl {
+        Some(ttl) => client.put_ttl_with(key, value, ttl, options).await,
+        None => client.put_with(key, value, options).await,
+    };
     client.settle().await;
-    let version = result?;
-    eprintln!("ok {version}");
-    Ok(ExitCode::SUCCESS)
+    match result {
+        Ok(version) => {
+            eprintln!("ok {version}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => super::write_failed(e),
+    }
 }
 
 pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
@@ -43,9 +53,13 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let result =
         client.delete_with(args.key, WriteOptions { w: args.w, strict: args.strict }).await;
     client.settle().await;
-    let version = result?;
-    eprintln!("deleted {version}");
-    Ok(ExitCode::SUCCESS)
+    match result {
+        Ok(version) => {
+            eprintln!("deleted {version}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => super::write_failed(e),
+    }
 }
 
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
@@ -82,15 +96,24 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     println!("token {:016x}; replicas, primary first:", inspection.token);
     for view in &inspection.replicas {
         let what = match &view.record {
-            Ok(Some(record)) => match (&record.value, describe_state(record, now)) {
-                (Some(value), "value") => format!(
-                    "value {} ({} bytes) version {}",
-                    show(value),
-                    value.len(),
-                    record.version
-                ),
-                (_, state) => format!("{state} version {}", record.version),
-            },
+            Ok(Some(record)) => {
+                let what = match (&record.value, describe_state(record, now)) {
+                    (Some(value), "value") => format!(
+                        "value {} ({} bytes) version {}",
+                        show(value),
+                        value.len(),
+                        record.version
+                    ),
+                    (_, state) => format!("{state} version {}", record.version),
+                };
+                match record.expires_at_ms {
+                    0 => what,
+                    ms => {
+                        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                        format!("{what} expires {}", humantime::format_rfc3339_millis(at))
+                    }
+                }
+            }
             Ok(None) => "missing".to_string(),
             Err(e) => format!("unreachable: {e}"),
         };
@@ -99,12 +122,13 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `value`, `tombstone` or `expired`.
-fn describe_state(record: &Record, now: u64) -> &'static str {
-    if record.is_tombstone() {
-        "tombstone"
-    } else if record.is_expired_at(now) {
+/// `value`, `tombstone` or `expired` (an expired value, or the tombstone a node's TTL sweep
+/// left in its place, which keeps the expiry).
+pub fn describe_state(record: &Record, now: u64) -> &'static str {
+    if record.is_expired_at(now) {
         "expired"
+    } else if record.is_tombstone() {
+        "tombstone"
     } else {
         "value"
     }

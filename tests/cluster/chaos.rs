@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::support::{Fault, TestCluster, all_agree, counts, eventually, range_digests};
+use crate::support::{Fault, PATIENCE, TestCluster, all_agree, counts, eventually, range_digests};
 
 const NODES: usize = 5;
 const KEYS: u32 = 40;
@@ -128,7 +128,7 @@ async fn acknowledged_writes_survive_a_random_fault_schedule() {
         cluster.fault(node, Fault::None);
     }
     let checker = cluster.client();
-    eventually("every hint is handed off", || async {
+    eventually(PATIENCE, "every hint is handed off", || async {
         counts(&checker).await.iter().all(|c| c.1 == 0)
     })
     .await;

@@ -1,23 +1,6 @@
 //! The `dynakv` binary as an operator uses it: exit codes, messages, status and inspect.
 
-use std::path::Path;
-use std::process::Output;
-
-use crate::support::TestCluster;
-
-async fn dynakv(args: &[&str], ring: &Path) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_dynakv"))
-        .args(args)
-        .arg("--ring")
-        .arg(ring)
-        .output()
-        .await
-        .expect("run dynakv")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::support::{TestCluster, dynakv, text};
 
 #[tokio::test]
 async fn put_get_delete_exit_codes() {

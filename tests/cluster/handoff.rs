@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::support::{TestCluster, counts, eventually};
+use crate::support::{PATIENCE, TestCluster, counts, eventually};
 
 /// Hints are handed off every 200 ms; no periodic anti-entropy, so hints alone must do it.
 const FAST_HINTS: &str = "[hints]\ninterval_ms = 200\n[anti_entropy]\nenabled = false\n";
@@ -28,7 +28,7 @@ async fn a_returning_node_catches_up_from_hints() {
     );
 
     cluster.restart(2).await;
-    eventually("n3 holds every key and no hints are pending", || async {
+    eventually(PATIENCE, "n3 holds every key and no hints are pending", || async {
         let now = counts(&client).await;
         now.iter().all(|&(keys, hints)| keys == 1000 && hints == 0)
     })
@@ -61,7 +61,7 @@ async fn hints_survive_a_restart_of_the_node_holding_them() {
     assert_eq!((after[0].1, after[1].1), (before[0].1, before[1].1), "hints are durable");
 
     cluster.restart(2).await;
-    eventually("every hint is handed off", || async {
+    eventually(PATIENCE, "every hint is handed off", || async {
         let now = counts(&fresh).await;
         now.iter().all(|&(keys, hints)| keys == 49 && hints == 0)
     })
@@ -104,7 +104,7 @@ async fn stand_ins_count_toward_w_unless_strict() {
     cluster.restart(replicas[1]).await;
     cluster.restart(replicas[2]).await;
     let fresh = cluster.client();
-    eventually("hints reach both returning replicas", || async {
+    eventually(PATIENCE, "hints reach both returning replicas", || async {
         let mut ok = true;
         for &r in &replicas[1..] {
             let record = cluster.replica_record(&fresh, r, &key).await;
@@ -113,7 +113,32 @@ async fn stand_ins_count_toward_w_unless_strict() {
         ok
     })
     .await;
-    eventually("no hints are pending", || async { counts(&fresh).await.iter().all(|c| c.1 == 0) })
-        .await;
+    eventually(PATIENCE, "no hints are pending", || async {
+        counts(&fresh).await.iter().all(|c| c.1 == 0)
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_ttl_travels_with_its_hint() {
+    let extra = "[hints]\ninterval_ms = 100\n";
+    let mut cluster = TestCluster::start_with(3, 3, 2, 2, extra).await;
+    let client = cluster.client();
+    cluster.stop(2).await;
+    client.put_with_ttl("session", "token", std::time::Duration::from_secs(3600)).await.unwrap();
+    client.settle().await;
+    let expires_at = cluster.replica_record(&client, 0, "session").await.unwrap().expires_at_ms;
+    assert!(expires_at > 0);
+
+    cluster.restart(2).await;
+    let fresh = cluster.client();
+    eventually(PATIENCE, "the hint reaches n3", || async {
+        counts(&fresh).await.iter().all(|c| c.1 == 0)
+    })
+    .await;
+    let handed_off = cluster.replica_record(&fresh, 2, "session").await.unwrap();
+    assert_eq!(handed_off.expires_at_ms, expires_at, "the same absolute expiry on every replica");
+    assert_eq!(handed_off.value, Some(Bytes::from("token")));
     cluster.shutdown().await;
 }

@@ -5,12 +5,17 @@ mod support;
 
 mod anti_entropy;
 mod bad_input;
+mod batches;
 mod chaos;
 mod cli;
 mod concurrency;
+mod dump;
 mod durability;
 mod failures;
 mod handoff;
+mod lifecycle_cli;
 mod repair;
+mod retries;
 mod round_trips;
 mod tombstones;
+mod ttl;

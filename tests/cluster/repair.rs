@@ -9,6 +9,7 @@ async fn a_read_repairs_a_replica_that_missed_a_write() {
     let mut cluster = TestCluster::start(3, 3, 2, 2).await;
     let writer = cluster.client();
     writer.put("k", "old").await.unwrap();
+    // The put returns after W = 2 acks; let the third land before stopping its node.
     writer.settle().await;
     cluster.stop(2).await;
     let version = writer.put("k", "new").await.unwrap();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::support::{TestCluster, eventually};
+use crate::support::{PATIENCE, TestCluster, eventually};
 
 /// A one-second grace period, no hint delivery and no periodic rounds: tombstones move only
 /// through the repairs the test runs.
@@ -79,7 +79,7 @@ async fn old_hints_are_dropped_not_delivered() {
     cluster.stop(2).await;
     client.put("k", "v").await.unwrap();
     client.settle().await;
-    eventually("the hint outlives its window and is dropped", || async {
+    eventually(PATIENCE, "the hint outlives its window and is dropped", || async {
         crate::support::counts(&client).await.iter().take(2).all(|c| c.1 == 0)
     })
     .await;

@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use dynakv_core::{Hlc, Record, Timestamp, Version, now_ms, validate_key, validate_value};
 use dynakv_ring::{Ring, key_token};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{ClientError, Op, ReplicaError};
 use crate::options::{ClientOptions, ReadOptions, WriteOptions};
-use crate::quorum;
 use crate::replica::Replica;
+use crate::{quorum, retry};
 
 /// Bytes allowed on top of the largest value: keys, framing, and batches of small records.
 /// Must match the node's allowance.
@@ -40,7 +42,7 @@ pub(crate) struct Shared {
 /// A dynakv client. Cheap to clone; clones share channels, clock and node health.
 #[derive(Clone)]
 pub struct Client {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Builds a [`Client`] with non-default options.
@@ -138,6 +140,30 @@ pub struct RepairReport {
     pub elapsed: Duration,
 }
 
+/// One record of a node's dump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedRecord {
+    /// The user key.
+    pub key: Bytes,
+    /// The key's ring token.
+    pub token: u64,
+    /// What the node stores for it.
+    pub record: Record,
+}
+
+/// The absolute expiry (Unix ms) of a write made now with time-to-live `ttl`.
+pub(crate) fn expiry(ttl: Duration) -> Result<u64, ClientError> {
+    /// 9999-12-31, past which no expiry is accepted: nobody means that, and it stays far from
+    /// the 48-bit limit of the clock's millisecond field.
+    const LATEST_MS: u64 = 253_402_300_799_000;
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let at = now_ms().saturating_add(ms);
+    if ms == 0 || at > LATEST_MS {
+        return Err(ClientError::InvalidTtl { ttl });
+    }
+    Ok(at)
+}
+
 /// One node's health as reported by the node itself.
 #[derive(Debug, Clone)]
 pub struct NodeStatus {
@@ -197,14 +223,68 @@ impl Client {
         value: impl Into<Bytes>,
         options: WriteOptions,
     ) -> Result<Version, ClientError> {
-        let (key, value) = (key.into(), value.into());
+        self.put_expiring(key.into(), value.into(), None, options).await
+    }
+
+    /// Stores `value` under `key` for `ttl`, with the default W; returns the write's version.
+    ///
+    /// The expiry is absolute (now + `ttl` by this machine's clock, computed once) and travels
+    /// with the record, so every replica and every repaired copy expires at the same moment.
+    /// Once expired the key reads as not found, and each node's sweep drops the value. A later
+    /// put replaces both value and expiry (a put without ttl never expires).
+    pub async fn put_with_ttl(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        ttl: Duration,
+    ) -> Result<Version, ClientError> {
+        self.put_ttl_with(key, value, ttl, WriteOptions::default()).await
+    }
+
+    /// [`put_with_ttl`](Self::put_with_ttl), waiting for `options.w` acknowledgements.
+    pub async fn put_ttl_with(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        ttl: Duration,
+        options: WriteOptions,
+    ) -> Result<Version, ClientError> {
+        self.put_expiring(key.into(), value.into(), Some(ttl), options).await
+    }
+
+    /// A put with an optional time-to-live.
+    async fn put_expiring(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        ttl: Option<Duration>,
+        options: WriteOptions,
+    ) -> Result<Version, ClientError> {
         validate_key(&key)?;
         validate_value(&value, self.shared.options.max_value_bytes)?;
+        let expires_at_ms = ttl.map(expiry).transpose()?.unwrap_or(0);
         let w = self.quorum(Op::Write, options.w)?;
         let version = self.next_version();
-        let strict = options.strict || self.shared.options.strict_quorum;
-        quorum::write(&self.shared, key, Record::value(version, value), w, strict).await?;
+        let record = Record { version, value: Some(value), expires_at_ms };
+        self.write_retrying(key, record, w, options.strict).await?;
         Ok(version)
+    }
+
+    /// Writes one record, retrying retryable failures with the same record (same version).
+    /// `strict` (or the client's `strict_quorum`) refuses a sloppy quorum.
+    async fn write_retrying(
+        &self,
+        key: Bytes,
+        record: Record,
+        w: usize,
+        strict: bool,
+    ) -> Result<(), ClientError> {
+        let strict = strict || self.shared.options.strict_quorum;
+        retry::retrying(&self.shared.options, || {
+            quorum::write(&self.shared, key.clone(), record.clone(), w, strict)
+        })
+        .await?;
+        Ok(())
     }
 
     /// Deletes `key` (writes a tombstone) with the default W; returns the delete's version.
@@ -222,8 +302,7 @@ impl Client {
         validate_key(&key)?;
         let w = self.quorum(Op::Write, options.w)?;
         let version = self.next_version();
-        let strict = options.strict || self.shared.options.strict_quorum;
-        quorum::write(&self.shared, key, Record::tombstone(version), w, strict).await?;
+        self.write_retrying(key, Record::tombstone(version), w, options.strict).await?;
         Ok(version)
     }
 
@@ -258,7 +337,9 @@ impl Client {
         let key = key.into();
         validate_key(&key)?;
         let r = self.quorum(Op::Read, options.r)?;
-        let record = quorum::read(&self.shared, key, r).await?;
+        let record =
+            retry::retrying(&self.shared.options, || quorum::read(&self.shared, key.clone(), r))
+                .await?;
         Ok(record.and_then(|record| {
             let value = record.visible_value(now_ms())?.clone();
             Some(Versioned { value, version: record.version })
@@ -283,6 +364,39 @@ impl Client {
             }
         });
         Ok(Inspection { token, replicas: futures::future::join_all(reads).await })
+    }
+
+    /// Streams every record node `node` stores (tombstones and expired records included) whose key
+    /// starts with `prefix`, at most `limit` of them (`None`: all), in stored-key order (ring
+    /// token, then key). The node pages through its storage; a prefix still makes it read every
+    /// record, as stored keys begin with the key's token. For operators and debugging.
+    pub async fn dump(
+        &self,
+        node: &str,
+        prefix: impl Into<Bytes>,
+        limit: Option<u64>,
+    ) -> Result<BoxStream<'static, Result<DumpedRecord, ClientError>>, ClientError> {
+        let index = self
+            .shared
+            .ring
+            .node_index(node)
+            .map_err(|_| ClientError::UnknownNode(node.to_string()))?;
+        let replica = &self.shared.replicas[index];
+        let failed = |cause| ClientError::Node { node: node.to_string(), cause };
+        let stream = replica.dump(prefix.into(), limit.unwrap_or(0)).await.map_err(failed)?;
+        let node = node.to_string();
+        Ok(stream
+            .map(move |entry| {
+                let failed = |cause| ClientError::Node { node: node.clone(), cause };
+                let entry = entry.map_err(failed)?;
+                let record = entry
+                    .record
+                    .ok_or_else(|| failed(ReplicaError::malformed("dump entry has no record")))?;
+                let record = Record::try_from(record)
+                    .map_err(|e| failed(ReplicaError::malformed(e.to_string())))?;
+                Ok(DumpedRecord { key: entry.key, token: entry.token, record })
+            })
+            .boxed())
     }
 
     /// Asks every node of the ring for its health, concurrently.
@@ -313,7 +427,11 @@ impl Client {
 
     /// Runs one anti-entropy round on the node `id` now, waiting up to `deadline` for it.
     pub async fn repair(&self, id: &str, deadline: Duration) -> Result<RepairReport, ClientError> {
-        let index = self.shared.ring.node_index(id)?;
+        let index = self
+            .shared
+            .ring
+            .node_index(id)
+            .map_err(|_| ClientError::UnknownNode(id.to_string()))?;
         let report = self.shared.replicas[index]
             .repair(deadline)
             .await
@@ -345,7 +463,7 @@ impl Client {
     }
 
     /// The quorum to use: the override, or the ring's default, checked against N.
-    fn quorum(&self, op: Op, asked: Option<usize>) -> Result<usize, ClientError> {
+    pub(crate) fn quorum(&self, op: Op, asked: Option<usize>) -> Result<usize, ClientError> {
         let replication = self.shared.ring.replication();
         let default = match op {
             Op::Read => replication.r,
@@ -358,7 +476,8 @@ impl Client {
         Ok(quorum)
     }
 
-    fn next_version(&self) -> Version {
+    /// A fresh version for one write of this client.
+    pub(crate) fn next_version(&self) -> Version {
         Version::new(self.shared.clock.now(), self.shared.writer)
     }
 }

@@ -25,10 +25,16 @@ pub enum ClientError {
     /// Fewer replicas answered than the quorum needs.
     #[error(transparent)]
     Quorum(#[from] QuorumError),
-    /// A node id the ring does not list.
-    #[error(transparent)]
-    Ring(#[from] dynakv_ring::RingError),
-    /// A call to one node failed.
+    /// A time-to-live of zero, or too long to express as an expiry time.
+    #[error("invalid ttl {ttl:?}: must be at least 1ms and end before the year 10000")]
+    InvalidTtl {
+        /// The ttl asked for.
+        ttl: Duration,
+    },
+    /// A node id that is not in the ring.
+    #[error("node {0:?} is not in the ring")]
+    UnknownNode(String),
+    /// A call to one particular node (a dump, a repair) failed.
     #[error("node {node}: {cause}")]
     Node {
         /// The node's id.
@@ -47,9 +53,29 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// True when the failure may go away on a retry (replicas unreachable or slow).
+    /// True when the failure may go away on a retry: a quorum missed because replicas were
+    /// unreachable, slow or unavailable (see [`ReplicaError::is_retryable`]). Bad input, bad
+    /// quorums, unknown nodes and requests every replica refused as invalid are final.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ClientError::Quorum(_))
+        match self {
+            ClientError::Quorum(quorum) => quorum.is_retryable(),
+            ClientError::Node { cause, .. } => cause.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// For a failed put or delete: whether it was certainly not applied, or may have been
+    /// (some replica may hold it, so a later read may see it). `None` for other failures.
+    /// Failures caught before sending (bad input or quorum) are `NotApplied`.
+    pub fn write_outcome(&self) -> Option<WriteOutcome> {
+        match self {
+            ClientError::Quorum(quorum) if quorum.op == Op::Write => Some(quorum.write_outcome()),
+            ClientError::Quorum(_) | ClientError::Node { .. } | ClientError::UnknownNode(_) => None,
+            ClientError::Input(_)
+            | ClientError::InvalidQuorum { .. }
+            | ClientError::InvalidTtl { .. }
+            | ClientError::Address { .. } => Some(WriteOutcome::NotApplied),
+        }
     }
 }
 
@@ -96,6 +122,12 @@ pub struct QuorumError {
 }
 
 impl QuorumError {
+    /// True when some replica failed in a way a retry may not repeat (see
+    /// [`ReplicaError::is_retryable`]), so a later attempt may reach the quorum.
+    pub fn is_retryable(&self) -> bool {
+        self.failures.iter().any(|f| f.cause.is_retryable())
+    }
+
     /// For writes: whether the write may have landed on some replicas.
     pub fn write_outcome(&self) -> WriteOutcome {
         if self.got > 0 || self.failures.iter().any(|f| f.cause.may_have_applied()) {
@@ -186,6 +218,25 @@ impl ReplicaError {
         }
     }
 
+    /// True when trying again may succeed: the node was down, slow, unreachable or said it is
+    /// unavailable (e.g. shutting down), or the call was aborted or exhausted a resource. A
+    /// request the node refused as invalid or misrouted, or failed internally, is not retried.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReplicaError::Down { .. }
+            | ReplicaError::Timeout { .. }
+            | ReplicaError::Refused
+            | ReplicaError::Unreachable(_) => true,
+            ReplicaError::Rejected { code, .. } => matches!(
+                code,
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::ResourceExhausted
+                    | tonic::Code::Aborted
+            ),
+        }
+    }
+
     /// True when the failure says the node (not the request) is unwell.
     pub fn counts_against_health(&self) -> bool {
         match self {
@@ -197,6 +248,11 @@ impl ReplicaError {
             }
             ReplicaError::Down { .. } => false,
         }
+    }
+
+    /// A reply the node sent that the client cannot use (missing or malformed parts).
+    pub(crate) fn malformed(message: impl Into<String>) -> Self {
+        ReplicaError::Rejected { code: tonic::Code::Internal, message: message.into() }
     }
 
     /// Classifies a gRPC status from a call.
@@ -271,7 +327,21 @@ mod tests {
              n2: unreachable: broken pipe, n3: down, next retry in 200ms); \
              outcome unknown: the write may have been applied on some replicas"
         );
-        let none = QuorumError { got: 0, failures: err.failures[1..].to_vec(), ..err };
+        assert!(err.is_retryable());
+        let none = QuorumError { got: 0, failures: err.failures[1..].to_vec(), ..err.clone() };
         assert_eq!(none.write_outcome(), WriteOutcome::NotApplied);
+        let client = ClientError::Quorum(none);
+        assert_eq!(client.write_outcome(), Some(WriteOutcome::NotApplied));
+
+        let misrouted = ReplicaError::Rejected {
+            code: tonic::Code::FailedPrecondition,
+            message: "misrouted".into(),
+        };
+        let refused = QuorumError {
+            failures: vec![ReplicaFailure { node: "n2".into(), cause: misrouted }],
+            ..err
+        };
+        assert!(!refused.is_retryable(), "a misrouted request fails the same way again");
+        assert!(!ClientError::Input(InputError::EmptyKey).is_retryable());
     }
 }

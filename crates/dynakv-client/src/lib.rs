@@ -16,25 +16,37 @@
 //! first R replies by version (last write wins); replicas that answered with an older version,
 //! or not at all, are repaired in the background. Late replies still count for node health.
 //!
+//! Operations that miss their quorum for a retryable reason (see [`ClientError::is_retryable`])
+//! are retried with backoff; a retried write reuses its version. Writes may carry a time-to-live
+//! ([`Client::put_with_ttl`]); many keys go in one call per node with [`Client::put_many`],
+//! [`Client::get_many`] and [`Client::delete_many`] (not atomic across keys).
+//!
 //! # Layout
 //! - [`client`]: [`Client`] and its builder: the public operations.
+//! - [`batch`]: `put_many`, `get_many`, `delete_many`: one `Batch` RPC per node, one outcome
+//!   per operation (not atomic across keys).
 //! - [`options`]: [`ClientOptions`], per-call [`ReadOptions`] and [`WriteOptions`].
 //! - [`quorum`]: the concurrent fan-out that waits for R or W replies.
 //! - [`repair`]: asynchronous read repair of stale replicas.
+//! - [`retry`]: idempotent retries of retryable failures, exponential backoff with jitter.
 //! - [`replica`]: one node's channel, with deadlines and health accounting on every call.
 //! - [`error`]: [`ClientError`], [`QuorumError`] and [`ReplicaError`], carrying the numbers.
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod client;
 pub mod error;
 pub mod options;
 pub mod quorum;
 pub mod repair;
 pub mod replica;
+pub mod retry;
 
+pub use batch::{BatchPut, ReadResults, WriteResults};
 pub use client::{
-    Client, ClientBuilder, Inspection, NodeReport, NodeStatus, RepairReport, ReplicaView, Versioned,
+    Client, ClientBuilder, DumpedRecord, Inspection, NodeReport, NodeStatus, RepairReport,
+    ReplicaView, Versioned,
 };
 pub use dynakv_core::{HealthPolicy, NodeHealth};
 pub use error::{ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome};

@@ -20,6 +20,15 @@ pub struct ClientOptions {
     pub max_inflight_repairs: usize,
     /// Count only the key's own replicas toward W: no stand-ins for unreachable replicas.
     pub strict_quorum: bool,
+    /// Attempts of one operation, the first included, when it fails with a retryable error
+    /// ([`ClientError::is_retryable`](crate::ClientError::is_retryable)); 1 disables retries.
+    /// A retried write reuses its version, so it can never become a second write. Default 3.
+    pub max_attempts: usize,
+    /// Wait before the first retry; doubles with each retry up to `backoff_max_delay`, and each
+    /// wait gets random jitter so clients that failed together do not retry together. Default 50 ms.
+    pub backoff_min_delay: Duration,
+    /// Longest wait between two attempts. Default 1 s.
+    pub backoff_max_delay: Duration,
 }
 
 impl ClientOptions {
@@ -33,6 +42,9 @@ impl ClientOptions {
             health: HealthPolicy::default(),
             max_inflight_repairs: 256,
             strict_quorum: false,
+            max_attempts: 3,
+            backoff_min_delay: Duration::from_millis(50),
+            backoff_max_delay: Duration::from_secs(1),
         }
     }
 }

@@ -23,7 +23,7 @@ pub(crate) type Pending<T> =
 
 /// The replicas a call goes to. Nodes marked down are skipped, unless skipping them would leave
 /// too few to reach the quorum: then every replica is tried.
-fn targets(
+pub(crate) fn targets(
     shared: &Shared,
     replicas: &PreferenceList,
     quorum: usize,

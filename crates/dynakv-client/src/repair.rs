@@ -63,7 +63,7 @@ fn needs_repair(replicas: &PreferenceList, replies: &[(NodeIndex, Option<Record>
 }
 
 /// Replicas that did not answer with `best`'s version: older, empty, or no answer at all.
-fn stale<'a>(
+pub(crate) fn stale<'a>(
     replicas: &'a PreferenceList,
     replies: &'a [(NodeIndex, Option<Record>)],
     best: &'a Record,

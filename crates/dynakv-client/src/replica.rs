@@ -98,6 +98,31 @@ impl Replica {
         self.call(client.health(v1::HealthRequest {})).await
     }
 
+    /// Sends many reads and writes to the node in one call; one result per operation, in order.
+    pub async fn batch(
+        &self,
+        request: v1::BatchRequest,
+    ) -> Result<v1::BatchResponse, ReplicaError> {
+        let mut client = self.client.clone();
+        self.call(client.batch(request)).await
+    }
+
+    /// Starts streaming the node's records whose key starts with `prefix` (at most `limit`; 0 =
+    /// all). The deadline covers the start of the stream, not the whole of it.
+    pub async fn dump(
+        &self,
+        prefix: Bytes,
+        limit: u64,
+    ) -> Result<
+        impl futures::Stream<Item = Result<v1::DumpEntry, ReplicaError>> + use<>,
+        ReplicaError,
+    > {
+        let mut client = self.client.clone();
+        let stream = self.call(client.dump(v1::DumpRequest { prefix, limit })).await?;
+        Ok(futures::StreamExt::map(stream, |entry| entry.map_err(ReplicaError::from_status)))
+    }
+
+    /// Runs one call under the deadline and records its result in the node's health.
     /// Asks the node to run one anti-entropy round now; waits up to `deadline` for its report.
     pub async fn repair(&self, deadline: Duration) -> Result<v1::RepairReport, ReplicaError> {
         let mut client = self.client.clone();

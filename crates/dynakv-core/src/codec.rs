@@ -54,6 +54,11 @@ pub fn decode_meta(bytes: &[u8]) -> Result<(Version, bool), CodecError> {
     Ok((decode_version(bytes)?, header[1] & TOMBSTONE != 0))
 }
 
+/// Decodes the absolute expiry (Unix ms, 0 = never) of a stored record, without its value.
+pub fn decode_expires_at(bytes: &[u8]) -> Result<u64, CodecError> {
+    Ok(u64_at(header(bytes)?, 18))
+}
+
 /// Decodes a stored record; the value shares the buffer instead of being copied.
 pub fn decode(bytes: &Bytes) -> Result<Record, CodecError> {
     let header = header(bytes)?;
@@ -97,6 +102,7 @@ mod tests {
             assert_eq!(decode(&bytes).unwrap(), record);
             assert_eq!(decode_version(&bytes).unwrap(), version);
             assert_eq!(decode_meta(&bytes).unwrap(), (version, record.is_tombstone()));
+            assert_eq!(decode_expires_at(&bytes).unwrap(), record.expires_at_ms);
         }
     }
 

@@ -20,7 +20,6 @@ use dynakv_proto::v1::{self, batch_op::Op, batch_result::Result as Outcome};
 use dynakv_ring::key_token;
 use dynakv_storage::{Space, StorageError, split_stored_key};
 use prost::Message;
-use tokio::sync::watch;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::peers::Peer;
@@ -203,17 +202,17 @@ impl RoundReport {
     }
 }
 
-/// Runs a round every `anti_entropy.interval_ms` until `shutdown` turns true.
-pub async fn run(state: std::sync::Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
+/// Runs a round every `anti_entropy.interval_ms` until the node stops.
+pub async fn run(state: std::sync::Arc<NodeState>) {
     let interval = Duration::from_millis(state.ring.config().anti_entropy.interval_ms);
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = state.stopping.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
         let round = round(&state);
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = state.stopping.cancelled() => return,
             report = round => match report {
                 Ok(r) => tracing::info!(
                     node = %state.id, compared = r.ranges_compared, differing = r.ranges_differing,

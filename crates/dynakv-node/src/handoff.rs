@@ -9,7 +9,6 @@ use bytes::Bytes;
 use dynakv_core::{Record, codec, now_ms};
 use dynakv_proto::v1::{self, batch_op::Op, batch_result::Result as Outcome};
 use dynakv_storage::{Space, split_stored_key};
-use tokio::sync::watch;
 
 use crate::service::NodeState;
 
@@ -25,12 +24,12 @@ pub struct DeliveryStats {
     pub dropped: u64,
 }
 
-/// Delivers hints every `hints.interval_ms` until `shutdown` turns true.
-pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
+/// Delivers hints every `hints.interval_ms` until the node stops.
+pub async fn run(state: Arc<NodeState>) {
     let interval = Duration::from_millis(state.ring.config().hints.interval_ms);
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = state.stopping.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
         if state.store.pending_hints() == 0 {
@@ -39,7 +38,7 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
         // A pass may wait on slow owners: stop at once on shutdown (hints are removed only
         // after their owner's ack, so an interrupted pass loses nothing).
         let pass = tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = state.stopping.cancelled() => return,
             pass = deliver(&state) => pass,
         };
         match pass {

@@ -1,4 +1,5 @@
-//! The dynakv node: serves replica reads and writes for the keys the ring gives it.
+//! The dynakv node: serves replica reads and writes for the keys the ring gives it, sweeps
+//! expired records, and streams its records to operators.
 //!
 //! A node is started with [`Node::serve`], which takes its listener and shutdown signal from the
 //! caller, so the binary, tests and benchmarks start nodes the same way.
@@ -10,17 +11,21 @@
 //! - [`peers`]: node-to-node channels with deadlines and peer health.
 //! - [`handoff`]: delivery of hints to their owners once they answer again.
 //! - [`anti_entropy`]: Merkle-digest comparison with co-replicas, repair, tombstone collection.
+//! - [`sweep`]: the TTL sweep, rewriting expired records as tombstones of the same version.
+//! - [`dump`]: the `Dump` stream of a node's records for operators, paged out of storage.
 //! - [`error`]: [`NodeError`], why a node could not start.
 
 #![warn(missing_docs)]
 
 pub mod anti_entropy;
 pub mod config;
+pub mod dump;
 pub mod error;
 pub mod handoff;
 pub mod peers;
 pub mod server;
 pub mod service;
+pub mod sweep;
 
 pub use config::{NodeConfig, StorageChoice};
 pub use error::NodeError;

@@ -2,22 +2,22 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dynakv_core::Hlc;
 use dynakv_proto::v1::replica_server::ReplicaServer;
 use dynakv_ring::SyncPolicy;
 use dynakv_storage::{FjallStorage, MemoryStorage, Storage, Store, StoreOptions};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{NodeConfig, StorageChoice};
 use crate::error::NodeError;
 use crate::peers::Peers;
 use crate::service::{NodeState, ReplicaService, max_message_bytes, owner_hash};
-use crate::{anti_entropy, handoff};
+use crate::{anti_entropy, handoff, sweep};
 
 /// Concurrent requests one connection may carry.
 const MAX_STREAMS_PER_CONNECTION: u32 = 16 * 1024;
@@ -30,9 +30,10 @@ const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 pub struct Node;
 
 impl Node {
-    /// Serves the node on `listener` until `shutdown` completes, then drains open connections,
-    /// stops the background tasks (hint delivery, anti-entropy) and closes storage. Storage is
-    /// opened before the first request is accepted.
+    /// Serves the node on `listener` until `shutdown` completes, then stops background tasks (hint
+    /// delivery, anti-entropy, the TTL sweep, dump streams), drains open connections and closes
+    /// storage. Storage is opened
+    /// before the first request is accepted.
     pub async fn serve(
         listener: TcpListener,
         config: NodeConfig,
@@ -76,20 +77,22 @@ impl Node {
                 .collect(),
             anti_entropy: tokio::sync::Mutex::new(()),
             inject_delay: config.inject_delay_ms.clone(),
+            stopping: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         });
-        let (stop_tasks, tasks_stopped) = watch::channel(false);
-        let tasks = TaskTracker::new();
-        tasks.spawn(handoff::run(state.clone(), tasks_stopped.clone()));
+        let sweep_every = Duration::from_millis(config.ring.config().ttl.sweep_interval_ms);
+        state.tasks.spawn(sweep::run(state.clone(), sweep_every));
+        state.tasks.spawn(handoff::run(state.clone()));
         if config.ring.config().anti_entropy.enabled {
-            tasks.spawn(anti_entropy::run(state.clone(), tasks_stopped.clone()));
+            state.tasks.spawn(anti_entropy::run(state.clone()));
         }
-        tasks.close();
         tracing::info!(node = %config.id, %addr, keys = state.store.live_keys(), "node serving");
 
         let service = ReplicaServer::new(ReplicaService::new(state.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+        let stopping = state.stopping.clone();
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             // A client multiplexes every request to this node over one connection; a burst can
@@ -101,6 +104,7 @@ impl Node {
             .add_service(service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 shutdown.await;
+                stopping.cancel();
                 let _ = drained_tx.send(());
             });
         let mut server = Box::pin(server);
@@ -120,8 +124,9 @@ impl Node {
             }
         };
         drop(server);
-        let _ = stop_tasks.send(true);
-        tasks.wait().await;
+        state.stopping.cancel();
+        state.tasks.close();
+        state.tasks.wait().await;
         // The last reference closes storage, which joins its threads: keep that off the runtime.
         let _ = tokio::task::spawn_blocking(move || drop(state)).await;
         tracing::info!(node = %config.id, "node stopped");

@@ -9,11 +9,15 @@ use dynakv_core::{Hlc, Record, validate_key, validate_value};
 use dynakv_proto::v1::{self, replica_server::Replica};
 use dynakv_ring::{NodeIndex, Ring, key_token};
 use dynakv_storage::{StorageError, Store};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::anti_entropy::{self, Span};
 use crate::peers::Peers;
+
+use crate::dump;
 
 /// Bytes allowed on top of the largest value: keys, framing, and batches of small records.
 pub const MESSAGE_OVERHEAD: usize = 4 * 1024 * 1024;
@@ -48,6 +52,11 @@ pub struct NodeState {
     pub anti_entropy: tokio::sync::Mutex<()>,
     /// A random delay added to every replica request, for demonstrations of slow nodes.
     pub inject_delay: Option<RangeInclusive<u64>>,
+    /// Cancelled when the node starts shutting down; background tasks stop on it.
+    pub stopping: CancellationToken,
+    /// Background tasks (hint delivery, anti-entropy, TTL sweep, dump streams), so shutdown can
+    /// wait for them to finish.
+    pub tasks: TaskTracker,
 }
 
 /// The 8-byte hash a node's hints are filed under.
@@ -96,7 +105,8 @@ impl ReplicaService {
     }
 }
 
-fn storage_status(e: StorageError) -> Status {
+/// The gRPC status of a storage failure.
+pub(crate) fn storage_status(e: StorageError) -> Status {
     match e {
         StorageError::Closed => Status::unavailable("node is shutting down"),
         e => Status::internal(e.to_string()),
@@ -290,5 +300,14 @@ impl Replica for ReplicaService {
     ) -> Result<Response<v1::RepairReport>, Status> {
         let report = anti_entropy::round(&self.state).await.map_err(storage_status)?;
         Ok(Response::new(report.into_wire(&self.state.id)))
+    }
+
+    type DumpStream = dump::DumpStream;
+
+    async fn dump(
+        &self,
+        request: Request<v1::DumpRequest>,
+    ) -> Result<Response<Self::DumpStream>, Status> {
+        Ok(Response::new(dump::start(&self.state, request.into_inner())))
     }
 }

@@ -31,6 +31,8 @@
 //!
 //! [tombstones]
 //! grace_ms = 21600000        # tombstones are kept at least this long (default 6 h; > hints.window_ms)
+//! [ttl]
+//! sweep_interval_ms = 2000    # how often each node rewrites expired records as tombstones (default 2000)
 //!
 //! [[nodes]]
 //! id = "n1"
@@ -79,6 +81,9 @@ pub struct RingConfig {
     /// Tombstone collection.
     #[serde(default)]
     pub tombstones: TombstoneSettings,
+    /// Expiry of records written with a time-to-live.
+    #[serde(default)]
+    pub ttl: TtlSettings,
     /// The nodes, in any order; placement depends only on their ids.
     pub nodes: Vec<NodeSpec>,
 }
@@ -195,6 +200,21 @@ impl Default for TombstoneSettings {
     }
 }
 
+/// How nodes deal with records written with a time-to-live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TtlSettings {
+    /// Milliseconds between two sweeps of a node's storage; each sweep rewrites the records that
+    /// have expired as tombstones of the same version, dropping their values.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for TtlSettings {
+    fn default() -> Self {
+        TtlSettings { sweep_interval_ms: 2000 }
+    }
+}
+
 /// One node of the ring.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -263,6 +283,7 @@ impl RingConfig {
         for (name, value) in [
             ("timeouts.request_ms", self.timeouts.request_ms),
             ("timeouts.connect_ms", self.timeouts.connect_ms),
+            ("ttl.sweep_interval_ms", self.ttl.sweep_interval_ms),
         ] {
             if value == 0 {
                 return Err(RingError::Setting { name, value, range: "at least 1" });
@@ -330,6 +351,7 @@ mod tests {
         assert_eq!(config.storage.sync, SyncPolicy::Os);
         assert!(config.anti_entropy.enabled);
         assert!(config.hints.window_ms < config.tombstones.grace_ms);
+        assert_eq!(config.ttl.sweep_interval_ms, 2000);
     }
 
     #[test]
@@ -342,6 +364,8 @@ mod tests {
         assert!(msg(with("n = 3", "n = 3\nx = 1")).contains("unknown field"));
         assert!(msg(with("127.0.0.1:7403", "nowhere")).contains("malformed ring file"));
         assert!(msg(with("\"n3\"", "\"\"")).contains("node #3 has an empty id"));
+        let no_sweep = RingConfig::parse(&format!("[ttl]\nsweep_interval_ms = 0\n{GOOD}"));
+        assert!(msg(no_sweep).contains("ttl.sweep_interval_ms = 0"));
         let two_nodes = GOOD.split("[[nodes]]").take(3).collect::<Vec<_>>().join("[[nodes]]");
         assert!(msg(RingConfig::parse(&two_nodes)).contains("n = 3 but the ring has only 2 nodes"));
         assert!(msg(RingConfig::parse("not toml at all")).contains("malformed ring file"));

@@ -74,8 +74,9 @@ pub fn hint_key(owner: u64, token: u64, key: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-/// Splits a stored key into its token and user key; `None` if it is too short to hold a token.
+/// Splits a stored key into its ring token and the user key; `None` if it is too short to hold
+/// a token.
 pub fn split_stored_key(stored: &[u8]) -> Option<(u64, &[u8])> {
-    let token = u64::from_be_bytes(stored.get(..8)?.try_into().ok()?);
-    Some((token, &stored[8..]))
+    let (token, key) = stored.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*token), key))
 }

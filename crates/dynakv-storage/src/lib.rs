@@ -10,7 +10,8 @@
 //! - [`fjall_engine`]: [`FjallStorage`], the persistent default (an LSM tree with a journal).
 //! - [`memory`]: [`MemoryStorage`], an in-memory engine for tests and benchmarks.
 //! - [`store`]: [`Store`], the node's handle: one writer thread that merges, removes
-//!   conditionally and group-commits; reader threads; live key and hint counts.
+//!   conditionally, rewrites expired records and group-commits; reader threads; live key and
+//!   hint counts; paged scans.
 
 #![warn(missing_docs)]
 
@@ -22,4 +23,4 @@ pub mod store;
 pub use engine::{Mutation, Space, Storage, StorageError, hint_key, split_stored_key, stored_key};
 pub use fjall_engine::FjallStorage;
 pub use memory::MemoryStorage;
-pub use store::{Store, StoreOptions, WriteOutcome};
+pub use store::{Store, StoreOptions, WriteOutcome, next_page_start};

@@ -8,12 +8,12 @@
 //! commit. Reads go to a small pool of reader threads.
 //!
 //! The same writer serves both spaces: the node's own records and the hints it keeps for other
-//! nodes, and the conditional removals (delivered hints, collected tombstones) that must never
-//! remove a record newer than the one they were decided on.
+//! nodes, the conditional removals (delivered hints, collected tombstones) that must never remove
+//! a record newer than the one they were decided on, and the expiry rewrite of the TTL sweep.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -55,6 +55,38 @@ enum WriteOp {
     Merge { space: Space, key: Bytes, record: Record },
     /// Remove `key` from `space` if the stored version is still exactly `version`.
     RemoveIf { space: Space, key: Bytes, version: Version },
+    /// Replace the record under `key` by a tombstone of the same version and expiry, if it is
+    /// still exactly `version`, holds a value, and has expired at `now_ms`.
+    Expire { key: Bytes, version: Version, now_ms: u64 },
+}
+
+impl WriteOp {
+    fn target(&self) -> (Space, &Bytes) {
+        match self {
+            WriteOp::Merge { space, key, .. } | WriteOp::RemoveIf { space, key, .. } => {
+                (*space, key)
+            }
+            WriteOp::Expire { key, .. } => (Space::Records, key),
+        }
+    }
+}
+
+/// What the writer knows of a stored entry without its value.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    version: Version,
+    tombstone: bool,
+    expires_at_ms: u64,
+}
+
+impl Meta {
+    fn of(record: &Record) -> Meta {
+        Meta {
+            version: record.version,
+            tombstone: record.is_tombstone(),
+            expires_at_ms: record.expires_at_ms,
+        }
+    }
 }
 
 /// A write waiting for the writer thread.
@@ -76,6 +108,9 @@ struct Counters {
     live: AtomicI64,
     /// Hints held for other nodes.
     hints: AtomicI64,
+    /// Unix ms before which no stored value expires, as far as the store knows: lowered by every
+    /// write of an expiring value, recomputed by each full sweep. 0 (at open): unknown.
+    next_expiry: AtomicU64,
 }
 
 /// The node's storage: an engine behind a merging, group-committing writer thread and reader threads.
@@ -95,6 +130,7 @@ impl Store {
         let counters = Arc::new(Counters {
             live: AtomicI64::new(count(&*engine, Space::Records, |tombstone| !tombstone)?),
             hints: AtomicI64::new(count(&*engine, Space::Hints, |_| true)?),
+            next_expiry: AtomicU64::new(0),
         });
         let (writes, write_rx) = crossbeam_channel::unbounded();
         let (reads, read_rx) = crossbeam_channel::unbounded::<ReadRequest>();
@@ -138,6 +174,22 @@ impl Store {
         self.submit(WriteOp::Merge { space: Space::Hints, key, record }).await
     }
 
+    /// Turns an expired record into a tombstone with the same version and expiry, dropping its
+    /// value, through the writer thread so it is ordered with every other write to the key.
+    ///
+    /// Acts only if the record stored under `stored` (a key as [`stored_key`] builds it) is still
+    /// exactly `version`, holds a value, and has expired at `now_ms`; returns whether it acted.
+    /// Keeping the version (rather than deleting the key) means an older, unexpired copy on
+    /// another replica can never be repaired back over it.
+    pub async fn expire(
+        &self,
+        stored: Bytes,
+        version: Version,
+        now_ms: u64,
+    ) -> Result<bool, StorageError> {
+        Ok(self.submit(WriteOp::Expire { key: stored, version, now_ms }).await?.applied)
+    }
+
     /// Removes the entry stored under `key` in `space` if its version is still exactly
     /// `version`; `applied` says whether it was removed.
     pub async fn remove_if(
@@ -179,6 +231,26 @@ impl Store {
             .map_err(|_| StorageError::Closed)?
     }
 
+    /// Unix ms before which no stored value expires, as far as the store knows (`u64::MAX`:
+    /// none expires; 0: unknown until a full pass). The TTL sweep skips passes before it.
+    pub fn next_expiry_ms(&self) -> u64 {
+        self.counters.next_expiry.load(Ordering::Acquire)
+    }
+
+    /// Starts recomputing [`next_expiry_ms`](Self::next_expiry_ms) for a full pass over the
+    /// store: from now on only writes lower it, plus what the pass reports through
+    /// [`note_expiry`](Self::note_expiry). Writes during the pass are never missed: a record the
+    /// pass read before it changed is replaced by a write that lowers the value itself.
+    pub fn begin_expiry_pass(&self) {
+        self.counters.next_expiry.store(u64::MAX, Ordering::Release);
+    }
+
+    /// Reports a stored value expiring at `expires_at_ms`, seen by a pass; `0` makes the next
+    /// expiry unknown again (e.g. after a failed pass).
+    pub fn note_expiry(&self, expires_at_ms: u64) {
+        self.counters.next_expiry.fetch_min(expires_at_ms, Ordering::AcqRel);
+    }
+
     /// Live (non-tombstone) records stored.
     pub fn live_keys(&self) -> u64 {
         self.counters.live.load(Ordering::Relaxed).max(0) as u64
@@ -212,6 +284,14 @@ fn read(engine: &dyn Storage, key: &[u8]) -> Result<Option<Record>, StorageError
     }
 }
 
+/// The smallest stored key after `last`: where the page after the one ending at `last` starts.
+pub fn next_page_start(last: &[u8]) -> Bytes {
+    let mut from = Vec::with_capacity(last.len() + 1);
+    from.extend_from_slice(last);
+    from.push(0);
+    Bytes::from(from)
+}
+
 /// Counts the entries of `space` whose tombstone flag passes `counted`, scanning in pages.
 fn count(
     engine: &dyn Storage,
@@ -229,10 +309,7 @@ fn count(
             }
         }
         match page.last() {
-            Some((last, _)) if page.len() == PAGE => {
-                from = last.to_vec();
-                from.push(0);
-            }
+            Some((last, _)) if page.len() == PAGE => from = next_page_start(last).to_vec(),
             _ => return Ok(total),
         }
     }
@@ -245,8 +322,8 @@ struct Writer {
     options: StoreOptions,
 }
 
-/// What a batch has staged for one key: its version and tombstone flag, or `None` once removed.
-type Staged = HashMap<(Space, Bytes), Option<(Version, bool)>>;
+/// What a batch has staged for one key, or `None` once removed.
+type Staged = HashMap<(Space, Bytes), Option<Meta>>;
 
 impl Writer {
     fn run(self, requests: Receiver<WriteRequest>) {
@@ -270,36 +347,47 @@ impl Writer {
         let mut mutations = Vec::with_capacity(batch.len());
         let mut outcomes = Vec::with_capacity(batch.len());
         let (mut live_delta, mut hints_delta) = (0i64, 0i64);
+        let mut expiring = u64::MAX;
         for request in batch.iter() {
-            let (space, key) = match &request.op {
-                WriteOp::Merge { space, key, .. } | WriteOp::RemoveIf { space, key, .. } => {
-                    (*space, key)
-                }
-            };
+            let (space, key) = request.op.target();
             let current = match staged.get(&(space, key.clone())) {
                 Some(&meta) => Ok(meta),
                 None => self.stored_meta(space, key),
             };
             let outcome = current.map(|current| {
-                let (outcome, next) = decide(&request.op, current);
-                if outcome.applied {
-                    let was_live = matches!(current, Some((_, false)));
-                    let is_live = matches!(next, Some((_, false)));
-                    match space {
-                        Space::Records => live_delta += i64::from(is_live) - i64::from(was_live),
-                        Space::Hints => {
-                            hints_delta += i64::from(next.is_some()) - i64::from(current.is_some())
-                        }
+                let Some(effect) = decide(&request.op, current) else {
+                    let stored = current.map(|meta| meta.version).unwrap_or_default();
+                    return WriteOutcome { applied: false, current: stored };
+                };
+                let next = effect.as_ref().map(Meta::of);
+                let is_live = |meta: Option<Meta>| meta.is_some_and(|m| !m.tombstone);
+                match space {
+                    Space::Records => {
+                        live_delta += i64::from(is_live(next)) - i64::from(is_live(current))
                     }
-                    staged.insert((space, key.clone()), next);
-                    mutations.push(match &request.op {
-                        WriteOp::Merge { record, .. } => {
-                            Mutation::Put(space, key.clone(), Bytes::from(codec::encode(record)))
-                        }
-                        WriteOp::RemoveIf { .. } => Mutation::Delete(space, key.clone()),
-                    });
+                    Space::Hints => {
+                        hints_delta += i64::from(next.is_some()) - i64::from(current.is_some())
+                    }
                 }
-                outcome
+                staged.insert((space, key.clone()), next);
+                let version = match &effect {
+                    Some(record) => {
+                        if space == Space::Records
+                            && !record.is_tombstone()
+                            && record.expires_at_ms != 0
+                        {
+                            expiring = expiring.min(record.expires_at_ms);
+                        }
+                        let value = Bytes::from(codec::encode(record));
+                        mutations.push(Mutation::Put(space, key.clone(), value));
+                        record.version
+                    }
+                    None => {
+                        mutations.push(Mutation::Delete(space, key.clone()));
+                        current.map(|meta| meta.version).unwrap_or_default()
+                    }
+                };
+                WriteOutcome { applied: true, current: version }
             });
             outcomes.push(outcome);
         }
@@ -312,6 +400,7 @@ impl Writer {
             Ok(()) => {
                 self.counters.live.fetch_add(live_delta, Ordering::Relaxed);
                 self.counters.hints.fetch_add(hints_delta, Ordering::Relaxed);
+                self.counters.next_expiry.fetch_min(expiring, Ordering::AcqRel);
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = request.reply.send(outcome);
                 }
@@ -326,46 +415,36 @@ impl Writer {
         }
     }
 
-    fn stored_meta(
-        &self,
-        space: Space,
-        key: &[u8],
-    ) -> Result<Option<(Version, bool)>, StorageError> {
+    fn stored_meta(&self, space: Space, key: &[u8]) -> Result<Option<Meta>, StorageError> {
         match self.engine.get(space, key)? {
-            Some(bytes) => Ok(Some(codec::decode_meta(&bytes)?)),
+            Some(bytes) => {
+                let (version, tombstone) = codec::decode_meta(&bytes)?;
+                let expires_at_ms = codec::decode_expires_at(&bytes)?;
+                Ok(Some(Meta { version, tombstone, expires_at_ms }))
+            }
             None => Ok(None),
         }
     }
 }
 
-/// The merge rule and the conditional removal, on what is stored (`current`): the outcome, and
-/// what is stored afterwards.
-fn decide(
-    op: &WriteOp,
-    current: Option<(Version, bool)>,
-) -> (WriteOutcome, Option<(Version, bool)>) {
-    match (op, current) {
-        (WriteOp::Merge { .. }, Some((stored, _))) if stored >= op_version(op) => {
-            (WriteOutcome { applied: false, current: stored }, current)
-        }
-        (WriteOp::Merge { record, .. }, _) => (
-            WriteOutcome { applied: true, current: record.version },
-            Some((record.version, record.is_tombstone())),
-        ),
-        (WriteOp::RemoveIf { version, .. }, Some((stored, _))) if stored == *version => {
-            (WriteOutcome { applied: true, current: stored }, None)
-        }
-        (WriteOp::RemoveIf { .. }, _) => (
-            WriteOutcome { applied: false, current: current.map(|(v, _)| v).unwrap_or_default() },
-            current,
-        ),
-    }
-}
-
-fn op_version(op: &WriteOp) -> Version {
+/// What an operation does to the entry stored now (`current`): `None` when nothing changes,
+/// `Some(Some(record))` to store a record, `Some(None)` to remove the entry.
+fn decide(op: &WriteOp, current: Option<Meta>) -> Option<Option<Record>> {
     match op {
-        WriteOp::Merge { record, .. } => record.version,
-        WriteOp::RemoveIf { version, .. } => *version,
+        WriteOp::Merge { record, .. } => match current {
+            Some(meta) if meta.version >= record.version => None,
+            _ => Some(Some(record.clone())),
+        },
+        WriteOp::RemoveIf { version, .. } => {
+            current.filter(|meta| meta.version == *version).map(|_| None)
+        }
+        WriteOp::Expire { version, now_ms, .. } => {
+            let meta = current?;
+            let expired = meta.expires_at_ms != 0 && meta.expires_at_ms <= *now_ms;
+            (meta.version == *version && !meta.tombstone && expired).then(|| {
+                Some(Record { version: *version, value: None, expires_at_ms: meta.expires_at_ms })
+            })
+        }
     }
 }
 
@@ -468,5 +547,55 @@ mod tests {
         assert_eq!(store.live_keys(), 2);
         assert_eq!(store.read(1, b"b").await.unwrap(), Some(Record::tombstone(version(2))));
         assert_eq!(store.read(0, b"a").await.unwrap(), Some(value(1, "x")));
+    }
+
+    #[tokio::test]
+    async fn expire_keeps_the_version_and_only_acts_on_that_expired_version() {
+        let store = Store::open(Arc::new(MemoryStorage::new()), StoreOptions::default()).unwrap();
+        let expiring = |ts: u64, at: u64| Record { expires_at_ms: at, ..value(ts, "payload") };
+        store.write(1, b"k", expiring(5, 1_000)).await.unwrap();
+        store.write(2, b"other", value(1, "x")).await.unwrap();
+        assert_eq!(store.live_keys(), 2);
+        let key = stored_key(1, b"k");
+
+        assert!(!store.expire(key.clone(), version(5), 999).await.unwrap(), "not yet expired");
+        assert!(!store.expire(key.clone(), version(4), 1_000).await.unwrap(), "another version");
+        assert!(store.expire(key.clone(), version(5), 1_000).await.unwrap());
+        let swept = store.read(1, b"k").await.unwrap().unwrap();
+        assert_eq!(swept, Record { value: None, ..expiring(5, 1_000) });
+        assert_eq!(store.live_keys(), 1);
+        assert!(!store.expire(key.clone(), version(5), 2_000).await.unwrap(), "already swept");
+
+        // The swept tombstone still wins over older copies, and a newer write replaces it.
+        assert!(!store.write(1, b"k", value(3, "older")).await.unwrap().applied);
+        assert!(store.write(1, b"k", value(6, "newer")).await.unwrap().applied);
+        assert!(!store.expire(key, version(5), 2_000).await.unwrap(), "overwritten since");
+        assert_eq!(store.read(1, b"k").await.unwrap(), Some(value(6, "newer")));
+        assert_eq!(store.live_keys(), 2);
+
+        assert_eq!(store.next_expiry_ms(), 0, "unknown until a full pass");
+        store.begin_expiry_pass();
+        assert_eq!(store.next_expiry_ms(), u64::MAX);
+        store.write(3, b"x", expiring(7, 5_000)).await.unwrap();
+        store.note_expiry(9_000);
+        assert_eq!(store.next_expiry_ms(), 5_000);
+    }
+
+    #[tokio::test]
+    async fn scans_page_through_every_entry() {
+        let store = Store::open(Arc::new(MemoryStorage::new()), StoreOptions::default()).unwrap();
+        for i in 0..10u64 {
+            store.write(i, b"k", value(1, "x")).await.unwrap();
+        }
+        let (mut seen, mut from) = (0, Bytes::new());
+        loop {
+            let page = store.scan(Space::Records, from, None, 3).await.unwrap();
+            seen += page.len();
+            match page.last() {
+                Some((last, _)) if page.len() == 3 => from = next_page_start(last),
+                _ => break,
+            }
+        }
+        assert_eq!(seen, 10);
     }
 }

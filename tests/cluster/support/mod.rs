@@ -29,6 +29,9 @@ pub const QUIET: &str = "[anti_entropy]\nenabled = false\n";
 
 /// Ring file text for nodes at `addrs`, with the given replication settings and extra TOML tables.
 pub fn ring_text_with(addrs: &[SocketAddr], n: usize, r: usize, w: usize, extra: &str) -> String {
+    // Periodic anti-entropy stays off unless the test configures it.
+    let quiet = if extra.contains("[anti_entropy]") { "" } else { QUIET };
+    let extra = format!("{extra}\n{quiet}");
     let mut text = format!("vnodes = 32\n{extra}\n[replication]\nn = {n}\nr = {r}\nw = {w}\n");
     for (i, addr) in addrs.iter().enumerate() {
         text += &format!("[[nodes]]\nid = \"n{}\"\naddr = \"{addr}\"\n", i + 1);
@@ -210,6 +213,22 @@ impl Drop for TestCluster {
     }
 }
 
+/// Runs the `dynakv` binary with `args` and `--ring <ring>`, and collects its output.
+pub async fn dynakv(args: &[&str], ring: &Path) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_dynakv"))
+        .args(args)
+        .arg("--ring")
+        .arg(ring)
+        .output()
+        .await
+        .expect("run dynakv")
+}
+
+/// Output bytes as text, for messages and assertions.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// A `dynakv node` process of the real binary.
 pub struct NodeProcess {
     child: std::process::Child,
@@ -243,6 +262,22 @@ impl Drop for NodeProcess {
     }
 }
 
+/// How long tests wait for the cluster to converge before failing: generous, for a loaded machine.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `check` every 50 ms until it returns true; fails the test after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "gave up after {limit:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits (at most 60 s) until every node of the ring answers a health check.
 pub async fn wait_until_up(client: &Client) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -252,19 +287,6 @@ pub async fn wait_until_up(client: &Client) {
             return;
         }
         assert!(Instant::now() < deadline, "nodes did not come up: {statuses:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Polls `check` every 50 ms until it returns true, failing the test with `what` after 60 s.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

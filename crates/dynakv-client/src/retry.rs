@@ -1,0 +1,168 @@
+//! Idempotent retries: attempts of one operation spaced by exponential backoff with jitter
+//! (`backon`'s schedule), up to [`ClientOptions::max_attempts`].
+//!
+//! Only retryable failures are retried ([`QuorumError::is_retryable`]: replicas down, slow,
+//! unreachable or unavailable). Callers build the write's record, version included, once, before
+//! the first attempt, so every attempt offers the same version and replicas that already stored
+//! it treat the retry as the same write.
+//!
+//! A write that failed with an unknown outcome stays unknown: if a later attempt fails in a way
+//! that alone would say "not applied", the earlier, unknown failure is the one reported.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+
+use crate::error::{Op, QuorumError, WriteOutcome};
+use crate::options::ClientOptions;
+
+/// The waits between attempts of one operation (or one batch round): `max_attempts - 1` of them.
+pub(crate) fn schedule(options: &ClientOptions) -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(options.backoff_min_delay)
+        .with_max_delay(options.backoff_max_delay)
+        .with_jitter()
+        .with_max_times(options.max_attempts.saturating_sub(1))
+        .build()
+}
+
+/// Remembers whether any failed attempt of a write may have been applied.
+#[derive(Debug, Default)]
+pub(crate) struct OutcomeMemory {
+    /// The latest failure whose write outcome was unknown.
+    unknown: Option<QuorumError>,
+}
+
+impl OutcomeMemory {
+    /// Notes a failed attempt.
+    pub(crate) fn remember(&mut self, failure: &QuorumError) {
+        if failure.op == Op::Write && failure.write_outcome() == WriteOutcome::Unknown {
+            self.unknown = Some(failure.clone());
+        }
+    }
+
+    /// The failure to report once the attempts are over: the last one, unless it says "not
+    /// applied" while an earlier attempt may have been applied.
+    pub(crate) fn report(self, last: QuorumError) -> QuorumError {
+        match self.unknown {
+            Some(unknown)
+                if last.op == Op::Write && last.write_outcome() == WriteOutcome::NotApplied =>
+            {
+                unknown
+            }
+            _ => last,
+        }
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails with an error that is not retryable, or the attempts
+/// allowed by `options` are used up.
+pub(crate) async fn retrying<T, F, Fut>(
+    options: &ClientOptions,
+    mut attempt: F,
+) -> Result<T, QuorumError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, QuorumError>>,
+{
+    let mut delays = schedule(options);
+    let mut memory = OutcomeMemory::default();
+    loop {
+        let failure = match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(failure) => failure,
+        };
+        memory.remember(&failure);
+        match delays.next().filter(|_| failure.is_retryable()) {
+            Some(delay) => {
+                tracing::debug!(error = %failure, ?delay, "retrying");
+                pause(delay).await;
+            }
+            None => return Err(memory.report(failure)),
+        }
+    }
+}
+
+/// Sleeps between two attempts.
+pub(crate) async fn pause(delay: Duration) {
+    tokio::time::sleep(delay).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ReplicaError, ReplicaFailure};
+
+    fn options(max_attempts: usize) -> ClientOptions {
+        ClientOptions {
+            request_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            max_value_bytes: 1024,
+            health: dynakv_core::HealthPolicy::default(),
+            max_inflight_repairs: 1,
+            strict_quorum: false,
+            max_attempts,
+            backoff_min_delay: Duration::from_millis(1),
+            backoff_max_delay: Duration::from_millis(4),
+        }
+    }
+
+    fn failure(got: usize, cause: ReplicaError) -> QuorumError {
+        QuorumError {
+            op: Op::Write,
+            needed: 2,
+            got,
+            replicas: 3,
+            failures: vec![ReplicaFailure { node: "n2".into(), cause }],
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_retryable_failures_until_success() {
+        let mut calls = 0;
+        let result = retrying(&options(5), || {
+            calls += 1;
+            let n = calls;
+            async move { if n < 3 { Err(failure(0, ReplicaError::Refused)) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(result.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn stops_at_max_attempts_and_on_final_errors() {
+        let mut calls = 0;
+        let result: Result<(), _> = retrying(&options(4), || {
+            calls += 1;
+            async { Err(failure(0, ReplicaError::Refused)) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls, 4);
+
+        let mut calls = 0;
+        let invalid =
+            ReplicaError::Rejected { code: tonic::Code::InvalidArgument, message: "bad".into() };
+        let result: Result<(), _> = retrying(&options(4), || {
+            calls += 1;
+            let invalid = invalid.clone();
+            async move { Err(failure(0, invalid)) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls, 1, "an invalid request is not retried");
+    }
+
+    #[tokio::test]
+    async fn a_maybe_applied_write_stays_unknown() {
+        let mut calls = 0;
+        let result: Result<(), _> = retrying(&options(3), || {
+            calls += 1;
+            // The first attempt reached one replica; the later ones reached none.
+            let got = usize::from(calls == 1);
+            async move { Err(failure(got, ReplicaError::Refused)) }
+        })
+        .await;
+        assert_eq!(result.unwrap_err().write_outcome(), WriteOutcome::Unknown);
+    }
+}
