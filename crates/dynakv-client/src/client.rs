@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynakv_core::{Hlc, Record, Timestamp, Version, now_ms, validate_key, validate_value};
+use dynakv_core::{
+    Hlc, Record, RepairReport, Timestamp, Version, now_ms, validate_key, validate_value,
+};
 use dynakv_ring::{Ring, key_token};
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -17,10 +19,6 @@ use crate::error::{ClientError, Op, ReplicaError};
 use crate::options::{ClientOptions, ReadOptions, WriteOptions};
 use crate::replica::Replica;
 use crate::{quorum, retry};
-
-/// Bytes allowed on top of the largest value: keys, framing, and batches of small records.
-/// Must match the node's allowance.
-const MESSAGE_OVERHEAD: usize = 4 * 1024 * 1024;
 
 /// What every clone of a client shares.
 pub(crate) struct Shared {
@@ -67,7 +65,7 @@ impl ClientBuilder {
     /// Creates the client. Connections open lazily, so this succeeds while nodes are down.
     pub fn build(self) -> Result<Client, ClientError> {
         let options = self.options;
-        let max_message = options.max_value_bytes + MESSAGE_OVERHEAD;
+        let max_message = dynakv_proto::max_message_bytes(options.max_value_bytes);
         let replicas = self
             .ring
             .nodes()
@@ -115,29 +113,6 @@ pub struct ReplicaView {
     pub addr: SocketAddr,
     /// What it holds (`None`: nothing), or why it could not be asked.
     pub record: Result<Option<Record>, ReplicaError>,
-}
-
-/// What one anti-entropy round on a node did.
-#[derive(Debug, Clone)]
-pub struct RepairReport {
-    /// The node that ran the round.
-    pub node: String,
-    /// Ranges compared with another replica (a range shared with two peers counts twice).
-    pub ranges_compared: u64,
-    /// Of those, ranges whose digests differed.
-    pub ranges_differing: u64,
-    /// Records the node pushed to peers.
-    pub keys_sent: u64,
-    /// Records the node pulled from peers.
-    pub keys_received: u64,
-    /// Protobuf bytes the node sent and received for the round.
-    pub bytes: u64,
-    /// Collectable tombstones removed after the round.
-    pub tombstones_collected: u64,
-    /// Peers that could not be reached; their ranges were not compared.
-    pub unreachable: Vec<String>,
-    /// How long the round took.
-    pub elapsed: Duration,
 }
 
 /// One record of a node's dump.
@@ -436,17 +411,7 @@ impl Client {
             .repair(deadline)
             .await
             .map_err(|cause| ClientError::Node { node: id.to_string(), cause })?;
-        Ok(RepairReport {
-            node: report.node_id,
-            ranges_compared: report.ranges_compared,
-            ranges_differing: report.ranges_differing,
-            keys_sent: report.keys_sent,
-            keys_received: report.keys_received,
-            bytes: report.bytes,
-            tombstones_collected: report.tombstones_collected,
-            unreachable: report.unreachable,
-            elapsed: Duration::from_millis(report.millis),
-        })
+        Ok(report.into())
     }
 
     /// This client's view of each node's health, indexed like the ring's nodes.

@@ -45,9 +45,8 @@ pub mod retry;
 
 pub use batch::{BatchPut, ReadResults, WriteResults};
 pub use client::{
-    Client, ClientBuilder, DumpedRecord, Inspection, NodeReport, NodeStatus, RepairReport,
-    ReplicaView, Versioned,
+    Client, ClientBuilder, DumpedRecord, Inspection, NodeReport, NodeStatus, ReplicaView, Versioned,
 };
-pub use dynakv_core::{HealthPolicy, NodeHealth};
+pub use dynakv_core::{HealthPolicy, NodeHealth, RepairReport};
 pub use error::{ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome};
 pub use options::{ClientOptions, ReadOptions, WriteOptions};

@@ -9,6 +9,7 @@
 //! - [`version`]: [`Version`] = (timestamp, writer id), totally ordered.
 //! - [`record`]: [`Record`] (a value or a tombstone, with its version and expiry) and the
 //!   last-write-wins [`merge`] rule.
+//! - [`report`]: [`RepairReport`], what one anti-entropy round did.
 //! - [`codec`]: the compact binary encoding of a record used by storage engines.
 //! - [`health`]: [`NodeHealth`], what a caller knows of a remote node's health, and its
 //!   [`HealthPolicy`] (failures before down, exponential retry).
@@ -20,6 +21,7 @@ pub mod health;
 pub mod hlc;
 pub mod limits;
 pub mod record;
+pub mod report;
 pub mod version;
 
 pub use codec::CodecError;
@@ -29,4 +31,5 @@ pub use limits::{
     DEFAULT_MAX_VALUE_BYTES, InputError, MAX_KEY_BYTES, validate_key, validate_value,
 };
 pub use record::{Record, merge, now_ms};
+pub use report::RepairReport;
 pub use version::Version;

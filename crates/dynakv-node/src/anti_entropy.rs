@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynakv_core::{Record, Version, codec, now_ms};
+use dynakv_core::{Record, RepairReport, Version, codec, now_ms};
 use dynakv_proto::v1::{self, batch_op::Op, batch_result::Result as Outcome};
 use dynakv_ring::key_token;
 use dynakv_storage::{Space, StorageError, split_stored_key};
@@ -163,45 +163,6 @@ fn entry_hash(stored_key: &[u8], version: Version) -> u64 {
     xxh3_64(&buf)
 }
 
-/// What one round did.
-#[derive(Debug, Default, Clone)]
-pub struct RoundReport {
-    /// Ranges compared with one peer each.
-    pub ranges_compared: u64,
-    /// Of those, ranges whose digests differed.
-    pub ranges_differing: u64,
-    /// Records pushed to peers.
-    pub keys_sent: u64,
-    /// Records pulled from peers and stored.
-    pub keys_received: u64,
-    /// Protobuf bytes sent and received.
-    pub bytes: u64,
-    /// Collectable tombstones removed after the round.
-    pub tombstones_collected: u64,
-    /// Peers that could not be reached.
-    pub unreachable: Vec<String>,
-    /// Time the round took.
-    pub elapsed: Duration,
-}
-
-impl RoundReport {
-    /// The report as the `Repair` RPC returns it.
-    pub fn into_wire(self, node: &str) -> v1::RepairReport {
-        let r = self;
-        v1::RepairReport {
-            node_id: node.to_string(),
-            ranges_compared: r.ranges_compared,
-            ranges_differing: r.ranges_differing,
-            keys_sent: r.keys_sent,
-            keys_received: r.keys_received,
-            bytes: r.bytes,
-            millis: r.elapsed.as_millis() as u64,
-            tombstones_collected: r.tombstones_collected,
-            unreachable: r.unreachable,
-        }
-    }
-}
-
 /// Runs a round every `anti_entropy.interval_ms` until the node stops.
 pub async fn run(state: std::sync::Arc<NodeState>) {
     let interval = Duration::from_millis(state.ring.config().anti_entropy.interval_ms);
@@ -227,10 +188,10 @@ pub async fn run(state: std::sync::Arc<NodeState>) {
 
 /// Compares every range this node replicates with each other replica of it, repairs the
 /// differences both ways, then collects tombstones in ranges where every replica agreed.
-pub async fn round(state: &NodeState) -> Result<RoundReport, StorageError> {
+pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
     let _one_at_a_time = state.anti_entropy.lock().await;
     let started = Instant::now();
-    let mut report = RoundReport::default();
+    let mut report = RepairReport { node: state.id.clone(), ..RepairReport::default() };
     let me = state.index;
     let ranges: Vec<_> = state.ring.ranges().filter(|r| r.replicas.contains(&me)).collect();
     let spans: Vec<Span> = ranges.iter().map(|r| Span { start: r.start, end: r.end }).collect();
@@ -307,7 +268,7 @@ pub async fn round(state: &NodeState) -> Result<RoundReport, StorageError> {
 struct Sync<'a> {
     state: &'a NodeState,
     peer: &'a Peer,
-    report: &'a mut RoundReport,
+    report: &'a mut RepairReport,
 }
 
 /// A failure while syncing a span: local storage, or the peer.

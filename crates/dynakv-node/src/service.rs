@@ -19,15 +19,12 @@ use crate::peers::Peers;
 
 use crate::dump;
 
-/// Bytes allowed on top of the largest value: keys, framing, and batches of small records.
-pub const MESSAGE_OVERHEAD: usize = 4 * 1024 * 1024;
-
 /// Most operations one batch may carry.
 pub const MAX_BATCH_OPS: usize = 10_000;
 
-/// The largest gRPC message a node or client accepts for this ring.
+/// The largest gRPC message a node accepts or sends for this ring.
 pub fn max_message_bytes(ring: &Ring) -> usize {
-    ring.config().limits.max_value_bytes + MESSAGE_OVERHEAD
+    dynakv_proto::max_message_bytes(ring.config().limits.max_value_bytes)
 }
 
 /// Everything a running node shares between requests.
@@ -299,7 +296,7 @@ impl Replica for ReplicaService {
         _request: Request<v1::RepairRequest>,
     ) -> Result<Response<v1::RepairReport>, Status> {
         let report = anti_entropy::round(&self.state).await.map_err(storage_status)?;
-        Ok(Response::new(report.into_wire(&self.state.id)))
+        Ok(Response::new(report.into()))
     }
 
     type DumpStream = dump::DumpStream;

@@ -1,6 +1,8 @@
 //! Conversions between wire messages and the core vocabulary.
 
-use dynakv_core::{Record, Timestamp, Version};
+use std::time::Duration;
+
+use dynakv_core::{Record, RepairReport, Timestamp, Version};
 
 use crate::v1;
 
@@ -46,6 +48,38 @@ impl TryFrom<v1::Record> for Record {
         let version = r.version.ok_or(MissingField("record version"))?.into();
         let value = if r.tombstone { None } else { Some(r.value) };
         Ok(Record { version, value, expires_at_ms: r.expires_at_ms })
+    }
+}
+
+impl From<RepairReport> for v1::RepairReport {
+    fn from(r: RepairReport) -> Self {
+        v1::RepairReport {
+            node_id: r.node,
+            ranges_compared: r.ranges_compared,
+            ranges_differing: r.ranges_differing,
+            keys_sent: r.keys_sent,
+            keys_received: r.keys_received,
+            bytes: r.bytes,
+            millis: r.elapsed.as_millis() as u64,
+            tombstones_collected: r.tombstones_collected,
+            unreachable: r.unreachable,
+        }
+    }
+}
+
+impl From<v1::RepairReport> for RepairReport {
+    fn from(r: v1::RepairReport) -> Self {
+        RepairReport {
+            node: r.node_id,
+            ranges_compared: r.ranges_compared,
+            ranges_differing: r.ranges_differing,
+            keys_sent: r.keys_sent,
+            keys_received: r.keys_received,
+            bytes: r.bytes,
+            tombstones_collected: r.tombstones_collected,
+            unreachable: r.unreachable,
+            elapsed: Duration::from_millis(r.millis),
+        }
     }
 }
 

@@ -17,3 +17,12 @@ pub mod v1 {
 }
 
 pub mod convert;
+
+/// Bytes a gRPC message may carry beyond the largest value: keys, framing, and batches of small
+/// records. Nodes and clients size their message limits with [`max_message_bytes`].
+pub const MESSAGE_OVERHEAD: usize = 4 * 1024 * 1024;
+
+/// The largest gRPC message a node or client accepts when values may be `max_value_bytes` long.
+pub fn max_message_bytes(max_value_bytes: usize) -> usize {
+    max_value_bytes + MESSAGE_OVERHEAD
+}
