@@ -1,8 +1,9 @@
 //! Command-line arguments.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// A leaderless, Dynamo-style replicated key-value store.
 #[derive(Debug, Parser)]
@@ -28,6 +29,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Show every node's health and whether every key range can meet quorum.
     Status(StatusArgs),
+    /// Measure throughput and latency against a running cluster (YCSB-style workloads).
+    Bench(BenchArgs),
 }
 
 /// The ring file every command starts from.
@@ -110,4 +113,108 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `dynakv bench`: one run, or `dynakv bench sweep`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub sweep: Option<BenchCommand>,
+    #[command(flatten)]
+    pub run: BenchRunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Latency percentiles across quorum settings and concurrency levels, optionally as a PNG.
+    Sweep(BenchSweepArgs),
+}
+
+/// A YCSB-style workload mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    /// 50% reads, 50% updates.
+    A,
+    /// 95% reads, 5% updates.
+    B,
+    /// 100% reads.
+    C,
+    /// 100% writes.
+    W,
+}
+
+/// What every bench run shares: the cluster, the data set and the bounds.
+#[derive(Debug, Args)]
+pub struct BenchCommon {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 1024)]
+    pub value_size: usize,
+    /// Distinct keys, chosen uniformly at random.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Stop a run after this long even if not all operations are done.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub max_duration: Duration,
+    /// Skip loading the keyspace before read workloads (it is already loaded).
+    #[arg(long)]
+    pub no_preload: bool,
+    /// Send every operation as its own RPC instead of coalescing concurrent ones per node.
+    #[arg(long)]
+    pub no_coalesce: bool,
+    /// Node process ids to measure CPU of [default: every `dynakv node` process serving this
+    /// ring file, found in /proc].
+    #[arg(long, value_delimiter = ',')]
+    pub node_pids: Vec<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRunArgs {
+    #[command(flatten)]
+    pub common: BenchCommon,
+    /// Workload: a = 50/50 read/update, b = 95/5, c = read only, w = write only.
+    #[arg(long, value_enum, default_value = "a")]
+    pub workload: WorkloadKind,
+    /// Operations to run.
+    #[arg(long, default_value_t = 100_000)]
+    pub ops: u64,
+    /// Operations in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Read quorum [default: the ring's r].
+    #[arg(long)]
+    pub r: Option<usize>,
+    /// Write quorum [default: the ring's w].
+    #[arg(long)]
+    pub w: Option<usize>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSweepArgs {
+    #[command(flatten)]
+    pub common: BenchCommon,
+    /// Workload of every point.
+    #[arg(long, value_enum, default_value = "a")]
+    pub workload: WorkloadKind,
+    /// Operations per point.
+    #[arg(long, default_value_t = 20_000)]
+    pub ops: u64,
+    /// Concurrency levels to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub concurrency: Vec<usize>,
+    /// Quorum settings as R:W pairs [default: every R and W from 1 to 3].
+    #[arg(long, value_delimiter = ',')]
+    pub quorums: Vec<String>,
+    /// Draw the percentiles as a PNG chart to this file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Also write every point's figures as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }

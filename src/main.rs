@@ -5,6 +5,7 @@
 //! - `cmd::dev`: `dynakv dev`, every node of a ring file as child processes.
 //! - `cmd::kv`: `put`, `get`, `delete` and `inspect`.
 //! - `cmd::status`: `dynakv status`, the ring's health at a glance.
+//! - `cmd::bench`: `dynakv bench` and `dynakv bench sweep`, load generation and latency charts.
 //! - `cli`: argument definitions shared by the commands.
 
 mod cli;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
             Command::Delete(args) => cmd::kv::delete(args).await,
             Command::Inspect(args) => cmd::kv::inspect(args).await,
             Command::Status(args) => cmd::status::run(args).await,
+            Command::Bench(args) => cmd::bench::run(args).await,
         }
     });
     match outcome {

@@ -111,6 +111,7 @@ mod tests {
             min_retry_delay: Duration::from_secs(60),
             max_retry_delay: Duration::from_secs(600),
             max_inflight_repairs: 1,
+            rpcs_in_flight_per_node: 2,
         }
     }
 

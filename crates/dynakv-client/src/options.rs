@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use dynakv_ring::Ring;
 
+/// Default of [`ClientOptions::rpcs_in_flight_per_node`]: with two RPCs in flight a node always
+/// has the next batch waiting while it answers one, and batches still form under load.
+pub const DEFAULT_RPCS_IN_FLIGHT_PER_NODE: usize = 2;
+
 /// Client-wide settings; [`ClientOptions::from_ring`] takes deadlines and limits from the ring file.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -21,6 +25,9 @@ pub struct ClientOptions {
     pub max_retry_delay: Duration,
     /// Most read repairs in flight; repairs beyond it are skipped (anti-entropy catches them).
     pub max_inflight_repairs: usize,
+    /// RPCs in flight to one node before further operations to it wait and are then sent
+    /// together as one batch RPC; 0 sends every operation as its own RPC (no coalescing).
+    pub rpcs_in_flight_per_node: usize,
 }
 
 impl ClientOptions {
@@ -35,6 +42,7 @@ impl ClientOptions {
             min_retry_delay: Duration::from_millis(100),
             max_retry_delay: Duration::from_secs(5),
             max_inflight_repairs: 256,
+            rpcs_in_flight_per_node: DEFAULT_RPCS_IN_FLIGHT_PER_NODE,
         }
     }
 }
