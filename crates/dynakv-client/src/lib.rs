@@ -22,12 +22,14 @@
 //! - [`quorum`]: the concurrent fan-out that waits for R or W replies.
 //! - [`repair`]: asynchronous read repair of stale replicas.
 //! - [`replica`]: one node's channel, with deadlines and health accounting on every call.
+//! - `coalesce`: concurrent operations to one node sent together as batch RPCs.
 //! - [`health`]: [`NodeHealth`], consecutive failures, latency, and exponential retry of down nodes.
 //! - [`error`]: [`ClientError`], [`QuorumError`] and [`ReplicaError`], carrying the numbers.
 
 #![warn(missing_docs)]
 
 pub mod client;
+mod coalesce;
 pub mod error;
 pub mod health;
 pub mod options;

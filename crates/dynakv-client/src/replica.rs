@@ -1,14 +1,18 @@
 //! One node as the client sees it: a long-lived HTTP/2 channel, a deadline on every call, and
-//! health accounting from every result, late ones included.
+//! health accounting from every result, late ones included. Concurrent reads and writes to the
+//! node are coalesced into batch RPCs (see the `coalesce` module); each keeps its own deadline,
+//! result and health record.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use dynakv_core::Record;
-use dynakv_proto::v1::{self, replica_client::ReplicaClient};
+use dynakv_proto::v1::{self, batch_op, replica_client::ReplicaClient};
 use dynakv_ring::NodeSpec;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
+use crate::coalesce::{Answer, Link};
 use crate::error::{ClientError, ReplicaError};
 use crate::health::NodeHealth;
 use crate::options::ClientOptions;
@@ -19,16 +23,22 @@ const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 
 /// A node's channel and health.
-#[derive(Debug)]
 pub struct Replica {
     /// The node's id, for errors and logs.
     pub id: String,
-    /// One multiplexed HTTP/2 connection, opened lazily and re-opened after failures.
-    client: ReplicaClient<Channel>,
+    /// One multiplexed HTTP/2 connection, opened lazily and re-opened after failures, and the
+    /// queue of operations waiting to share a batch RPC.
+    link: Arc<Link>,
     /// What this client knows of the node's health.
     pub health: NodeHealth,
     /// Deadline of one call.
     timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").field("id", &self.id).field("health", &self.health).finish()
+    }
 }
 
 impl Replica {
@@ -51,9 +61,15 @@ impl Replica {
         let client = ReplicaClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
+        let link = Link::new(
+            client,
+            options.request_timeout,
+            options.rpcs_in_flight_per_node,
+            max_message,
+        );
         Ok(Replica {
             id: node.id.clone(),
-            client,
+            link: Arc::new(link),
             health: NodeHealth::new(options),
             timeout: options.request_timeout,
         })
@@ -61,8 +77,10 @@ impl Replica {
 
     /// Reads the node's record for `key` (tombstones and expired records included).
     pub async fn read(&self, key: Bytes) -> Result<Option<Record>, ReplicaError> {
-        let mut client = self.client.clone();
-        let reply = self.call(client.read(v1::ReadRequest { key })).await?;
+        let reply = match self.call(batch_op::Op::Read(v1::ReadRequest { key })).await? {
+            Answer::Read(reply) => reply,
+            Answer::Write(_) => return Err(mismatched("read")),
+        };
         match reply.record {
             Some(wire) => Record::try_from(wire).map(Some).map_err(|e| ReplicaError::Rejected {
                 code: tonic::Code::Internal,
@@ -78,35 +96,45 @@ impl Replica {
         key: Bytes,
         record: Record,
     ) -> Result<v1::WriteResponse, ReplicaError> {
-        let mut client = self.client.clone();
-        self.call(client.write(v1::WriteRequest {
-            key,
-            record: Some(record.into()),
-            hint_for: String::new(),
-        }))
+        let request =
+            v1::WriteRequest { key, record: Some(record.into()), hint_for: String::new() };
+        match self.call(batch_op::Op::Write(request)).await? {
+            Answer::Write(reply) => Ok(reply),
+            Answer::Read(_) => Err(mismatched("write")),
+        }
+    }
+
+    /// The node's identity, clock and counters. Never batched.
+    pub async fn health_check(&self) -> Result<v1::HealthResponse, ReplicaError> {
+        let started = Instant::now();
+        let mut client = self.link.client();
+        self.account(started, async {
+            client.health(v1::HealthRequest {}).await.map(|r| r.into_inner()).map_err(|status| {
+                if status.code() == tonic::Code::Cancelled && started.elapsed() >= self.timeout {
+                    ReplicaError::Timeout { after: self.timeout }
+                } else {
+                    ReplicaError::from_status(status)
+                }
+            })
+        })
         .await
     }
 
-    /// The node's identity, clock and counters.
-    pub async fn health_check(&self) -> Result<v1::HealthResponse, ReplicaError> {
-        let mut client = self.client.clone();
-        self.call(client.health(v1::HealthRequest {})).await
+    /// Runs one operation (alone or in a batch) under the deadline and records its result in the
+    /// node's health.
+    async fn call(&self, op: batch_op::Op) -> Result<Answer, ReplicaError> {
+        self.account(Instant::now(), self.link.submit(op)).await
     }
 
-    /// Runs one call under the deadline and records its result in the node's health.
-    async fn call<T>(
+    /// Awaits `call`, started at `started`, under the deadline, and records the result in the
+    /// node's health.
+    async fn account<T>(
         &self,
-        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        started: Instant,
+        call: impl Future<Output = Result<T, ReplicaError>>,
     ) -> Result<T, ReplicaError> {
-        let started = Instant::now();
         let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(reply)) => Ok(reply.into_inner()),
-            Ok(Err(status))
-                if status.code() == tonic::Code::Cancelled && started.elapsed() >= self.timeout =>
-            {
-                Err(ReplicaError::Timeout { after: self.timeout })
-            }
-            Ok(Err(status)) => Err(ReplicaError::from_status(status)),
+            Ok(result) => result,
             Err(_) => Err(ReplicaError::Timeout { after: self.timeout }),
         };
         match &result {
@@ -115,5 +143,13 @@ impl Replica {
             Err(_) => self.health.record_success(started.elapsed()),
         }
         result
+    }
+}
+
+/// The node answered an operation with the reply to another kind.
+fn mismatched(op: &str) -> ReplicaError {
+    ReplicaError::Rejected {
+        code: tonic::Code::Internal,
+        message: format!("the node answered a {op} with the reply to another operation"),
     }
 }
