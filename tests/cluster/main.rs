@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod coalescing;
 mod concurrency;
 mod durability;
 mod failures;

@@ -59,13 +59,25 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `nodes` nodes with replication `n`, `r`, `w`.
     pub async fn start(nodes: usize, n: usize, r: usize, w: usize) -> TestCluster {
+        Self::start_with(nodes, n, r, w, "").await
+    }
+
+    /// Starts `nodes` nodes with replication `n`, `r`, `w` and `extra` ring file text (tables
+    /// such as `[limits]`).
+    pub async fn start_with(
+        nodes: usize,
+        n: usize,
+        r: usize,
+        w: usize,
+        extra: &str,
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut listeners = Vec::new();
         for _ in 0..nodes {
             listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind loopback"));
         }
         let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-        let text = ring_text(&addrs, n, r, w);
+        let text = ring_text(&addrs, n, r, w) + extra;
         std::fs::write(dir.path().join("ring.toml"), &text).unwrap();
         let ring = Ring::parse(&text).expect("valid test ring");
         let mut cluster = TestCluster {
