@@ -30,7 +30,7 @@ pub enum Command {
     /// Show every node's health and whether every key range can meet quorum.
     Status(StatusArgs),
     /// Measure throughput and latency against a running cluster (YCSB-style workloads).
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
 }
 
 /// The ring file every command starts from.
@@ -162,9 +162,14 @@ pub struct BenchCommon {
     /// Skip loading the keyspace before read workloads (it is already loaded).
     #[arg(long)]
     pub no_preload: bool,
-    /// Send every operation as its own RPC instead of coalescing concurrent ones per node.
-    #[arg(long)]
+    /// Send every operation as its own RPC instead of coalescing concurrent ones per node
+    /// (the same as `--rpcs-per-node 0`).
+    #[arg(long, conflicts_with = "rpcs_per_node")]
     pub no_coalesce: bool,
+    /// RPCs in flight per node before further operations are coalesced into batch RPCs
+    /// [default: the client's default].
+    #[arg(long)]
+    pub rpcs_per_node: Option<usize>,
     /// Node process ids to measure CPU of [default: every `dynakv node` process serving this
     /// ring file, found in /proc].
     #[arg(long, value_delimiter = ',')]

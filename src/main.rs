@@ -43,7 +43,7 @@ fn main() -> ExitCode {
             Command::Delete(args) => cmd::kv::delete(args).await,
             Command::Inspect(args) => cmd::kv::inspect(args).await,
             Command::Status(args) => cmd::status::run(args).await,
-            Command::Bench(args) => cmd::bench::run(args).await,
+            Command::Bench(args) => cmd::bench::run(*args).await,
         }
     });
     match outcome {

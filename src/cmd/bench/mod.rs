@@ -60,7 +60,8 @@ struct Setup {
     client: Client,
     data: Arc<DataSet>,
     node_pids: Vec<u32>,
-    coalesce: bool,
+    /// RPCs in flight per node before coalescing (0: none).
+    rpcs_per_node: usize,
 }
 
 impl Setup {
@@ -70,7 +71,10 @@ impl Setup {
         let mut options = ClientOptions::from_ring(&ring);
         if common.no_coalesce {
             options.rpcs_in_flight_per_node = 0;
+        } else if let Some(rpcs) = common.rpcs_per_node {
+            options.rpcs_in_flight_per_node = rpcs;
         }
+        let rpcs_per_node = options.rpcs_in_flight_per_node;
         let client =
             Client::builder(ring).options(options).build().context("cannot create client")?;
         for status in client.node_statuses().await {
@@ -87,7 +91,7 @@ impl Setup {
             client,
             data: Arc::new(DataSet::new(common.keys, common.value_size)),
             node_pids,
-            coalesce: !common.no_coalesce,
+            rpcs_per_node,
         })
     }
 
@@ -102,6 +106,6 @@ impl Setup {
 
     /// Runs and measures one workload.
     async fn execute(&self, spec: RunSpec) -> anyhow::Result<report::Measurement> {
-        run::execute(&self.client, &self.data, spec, &self.node_pids, self.coalesce).await
+        run::execute(&self.client, &self.data, spec, &self.node_pids, self.rpcs_per_node).await
     }
 }

@@ -17,6 +17,9 @@ static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSansMono.ttf");
 /// Chart size in pixels: small enough to commit, large enough to read.
 const SIZE: (u32, u32) = (1100, 460);
 
+/// Picks one percentile from an operation's figures.
+type Percentile = fn(&OpFigures) -> f64;
+
 /// Draws `points` to `path`.
 pub fn draw(path: &Path, points: &[Measurement]) -> anyhow::Result<()> {
     static REGISTER: Once = Once::new();
@@ -45,8 +48,7 @@ pub fn draw(path: &Path, points: &[Measurement]) -> anyhow::Result<()> {
     );
     let root = root.titled(&title, ("sans-serif", 18))?;
     let panels = root.split_evenly((1, 2));
-    let percentiles: [(&str, fn(&OpFigures) -> f64); 2] =
-        [("p50", |f| f.p50_us), ("p99", |f| f.p99_us)];
+    let percentiles: [(&str, Percentile); 2] = [("p50", |f| f.p50_us), ("p99", |f| f.p99_us)];
     for (panel, (name, pick)) in panels.iter().zip(percentiles) {
         let values = points.iter().map(|p| pick(p.all())).filter(|v| *v > 0.0);
         let (lo, hi) = values.fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));

@@ -67,8 +67,9 @@ pub struct Measurement {
     pub value_size: usize,
     /// Distinct keys.
     pub keys: u64,
-    /// Whether concurrent operations to one node were coalesced into batch RPCs.
-    pub coalesce: bool,
+    /// RPCs in flight per node before further operations are coalesced into batch RPCs
+    /// (0: every operation is its own RPC).
+    pub rpcs_per_node: usize,
     /// Wall-clock seconds of the measured phase.
     pub elapsed_secs: f64,
     /// True when the run stopped at `--max-duration` before all operations were done.
@@ -108,7 +109,10 @@ impl Measurement {
             self.w,
             self.value_size,
             self.keys,
-            if self.coalesce { "coalesced" } else { "one RPC per op" },
+            match self.rpcs_per_node {
+                0 => "one RPC per op".to_string(),
+                n => format!("coalesced after {n} RPCs per node"),
+            },
         );
         let _ = writeln!(
             out,

@@ -141,7 +141,7 @@ pub async fn execute(
     data: &Arc<DataSet>,
     spec: RunSpec,
     node_pids: &[u32],
-    coalesce: bool,
+    rpcs_per_node: usize,
 ) -> anyhow::Result<Measurement> {
     let next = Arc::new(AtomicU64::new(0));
     let what = format!("workload {} c={}", spec.workload.name(), spec.concurrency);
@@ -221,7 +221,7 @@ pub async fn execute(
         n,
         value_size: data.value.len(),
         keys: data.keys.len() as u64,
-        coalesce,
+        rpcs_per_node,
         elapsed_secs: secs,
         timed_out: all.len() + errors < spec.ops,
         ops,
