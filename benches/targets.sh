@@ -45,7 +45,7 @@ bench() {
     local name=$1; shift
     for run in $(seq "$RUNS"); do
         echo "== $name run $run"
-        "$BIN" bench --ring "$WORK/ring.toml" --max-duration 120s --json "$OUT/$name-$run.json" "$@"
+        "$BIN" bench --ring "$WORK/ring.toml" --client-threads 1 --max-duration 120s --json "$OUT/$name-$run.json" "$@"
     done
 }
 

@@ -125,6 +125,16 @@ pub struct BenchArgs {
     pub run: BenchRunArgs,
 }
 
+impl BenchArgs {
+    /// The settings every bench mode shares.
+    pub fn common(&self) -> &BenchCommon {
+        match &self.sweep {
+            Some(BenchCommand::Sweep(sweep)) => &sweep.common,
+            None => &self.run.common,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Latency percentiles across quorum settings and concurrency levels, optionally as a PNG.
@@ -170,6 +180,10 @@ pub struct BenchCommon {
     /// [default: the client's default].
     #[arg(long)]
     pub rpcs_per_node: Option<usize>,
+    /// Worker threads of the bench client's async runtime [default: one per core]. On a machine
+    /// shared with the nodes, 1 leaves them the other cores and saves cross-thread wake-ups.
+    #[arg(long)]
+    pub client_threads: Option<usize>,
     /// Node process ids to measure CPU of [default: every `dynakv node` process serving this
     /// ring file, found in /proc].
     #[arg(long, value_delimiter = ',')]
