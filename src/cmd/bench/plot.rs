@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::combinators::BindKeyPoints;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
@@ -59,7 +60,10 @@ pub fn draw(path: &Path, points: &[Measurement]) -> anyhow::Result<()> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d(-0.2..last + 0.2, (lo..hi).log_scale())?;
+            .build_cartesian_2d(
+                -0.2..last + 0.2,
+                (lo..hi).log_scale().with_key_points(ticks(lo, hi)),
+            )?;
         chart
             .configure_mesh()
             .x_desc("concurrency")
@@ -72,6 +76,7 @@ pub fn draw(path: &Path, points: &[Measurement]) -> anyhow::Result<()> {
                     _ => String::new(),
                 }
             })
+            .light_line_style(WHITE)
             .y_label_formatter(&|y| format!("{y:.0}"))
             .label_style(("sans-serif", 13))
             .draw()?;
@@ -103,4 +108,20 @@ pub fn draw(path: &Path, points: &[Measurement]) -> anyhow::Result<()> {
     }
     root.present()?;
     Ok(())
+}
+
+/// Tick values 1, 2 and 5 times each power of ten between `lo` and `hi`.
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut ticks = Vec::new();
+    let mut decade = 10f64.powf(lo.max(1e-3).log10().floor());
+    while decade <= hi {
+        for step in [1.0, 2.0, 5.0] {
+            let tick = step * decade;
+            if (lo..=hi).contains(&tick) {
+                ticks.push(tick);
+            }
+        }
+        decade *= 10.0;
+    }
+    ticks
 }
