@@ -15,6 +15,8 @@
 //! replicas at once; it returns after W acknowledgements. A read asks all N and resolves the
 //! first R replies by version (last write wins); replicas that answered with an older version,
 //! or not at all, are repaired in the background. Late replies still count for node health.
+//! Under load, concurrent operations to one node share batch RPCs; each keeps its own deadline,
+//! result and health record.
 //!
 //! # Layout
 //! - [`client`]: [`Client`] and its builder: the public operations.
