@@ -9,6 +9,8 @@ async fn a_read_repairs_a_replica_that_missed_a_write() {
     let mut cluster = TestCluster::start(3, 3, 2, 2).await;
     let writer = cluster.client();
     writer.put("k", "old").await.unwrap();
+    // The put returned after W = 2 acks; let the third replica's write land before stopping it.
+    writer.settle().await;
     cluster.stop(2).await;
     let version = writer.put("k", "new").await.unwrap();
     writer.settle().await;
@@ -32,6 +34,8 @@ async fn a_read_repairs_a_replica_that_missed_a_delete_and_a_first_write() {
     let mut cluster = TestCluster::start(3, 3, 2, 2).await;
     let client = cluster.client();
     client.put("gone", "v").await.unwrap();
+    // The put returned after W = 2 acks; let the third replica's write land before stopping it.
+    client.settle().await;
     cluster.stop(0).await;
     let deleted = client.delete("gone").await.unwrap();
     let created = client.put("fresh", "v").await.unwrap();
