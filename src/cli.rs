@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// A leaderless, Dynamo-style replicated key-value store.
 #[derive(Debug, Parser)]
@@ -33,6 +33,8 @@ pub enum Command {
     Repair(RepairArgs),
     /// Stream one node's records (key, version, value or tombstone, expiry) as JSON lines.
     Dump(DumpArgs),
+    /// Measure throughput and latency against a running cluster (YCSB-style workloads).
+    Bench(Box<BenchArgs>),
 }
 
 /// The ring file every command starts from.
@@ -177,4 +179,127 @@ pub struct RepairArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `dynakv bench`: one run, or `dynakv bench sweep`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub sweep: Option<BenchCommand>,
+    #[command(flatten)]
+    pub run: BenchRunArgs,
+}
+
+impl BenchArgs {
+    /// The settings every bench mode shares.
+    pub fn common(&self) -> &BenchCommon {
+        match &self.sweep {
+            Some(BenchCommand::Sweep(sweep)) => &sweep.common,
+            None => &self.run.common,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Latency percentiles across quorum settings and concurrency levels, optionally as a PNG.
+    Sweep(BenchSweepArgs),
+}
+
+/// A YCSB-style workload mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    /// 50% reads, 50% updates.
+    A,
+    /// 95% reads, 5% updates.
+    B,
+    /// 100% reads.
+    C,
+    /// 100% writes.
+    W,
+}
+
+/// What every bench run shares: the cluster, the data set and the bounds.
+#[derive(Debug, Args)]
+pub struct BenchCommon {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 1024)]
+    pub value_size: usize,
+    /// Distinct keys, chosen uniformly at random.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Stop a run after this long even if not all operations are done.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub max_duration: Duration,
+    /// Skip loading the keyspace before read workloads (it is already loaded).
+    #[arg(long)]
+    pub no_preload: bool,
+    /// Send every operation as its own RPC instead of coalescing concurrent ones per node
+    /// (the same as `--rpcs-per-node 0`).
+    #[arg(long, conflicts_with = "rpcs_per_node")]
+    pub no_coalesce: bool,
+    /// RPCs in flight per node before further operations are coalesced into batch RPCs
+    /// [default: the client's default].
+    #[arg(long)]
+    pub rpcs_per_node: Option<usize>,
+    /// Worker threads of the bench client's async runtime [default: one per core]. On a machine
+    /// shared with the nodes, 1 leaves them the other cores and saves cross-thread wake-ups.
+    #[arg(long)]
+    pub client_threads: Option<usize>,
+    /// Node process ids to measure CPU of [default: every `dynakv node` process serving this
+    /// ring file, found in /proc].
+    #[arg(long, value_delimiter = ',')]
+    pub node_pids: Vec<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRunArgs {
+    #[command(flatten)]
+    pub common: BenchCommon,
+    /// Workload: a = 50/50 read/update, b = 95/5, c = read only, w = write only.
+    #[arg(long, value_enum, default_value = "a")]
+    pub workload: WorkloadKind,
+    /// Operations to run.
+    #[arg(long, default_value_t = 100_000)]
+    pub ops: u64,
+    /// Operations in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Read quorum [default: the ring's r].
+    #[arg(long)]
+    pub r: Option<usize>,
+    /// Write quorum [default: the ring's w].
+    #[arg(long)]
+    pub w: Option<usize>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSweepArgs {
+    #[command(flatten)]
+    pub common: BenchCommon,
+    /// Workload of every point.
+    #[arg(long, value_enum, default_value = "a")]
+    pub workload: WorkloadKind,
+    /// Operations per point.
+    #[arg(long, default_value_t = 20_000)]
+    pub ops: u64,
+    /// Concurrency levels to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub concurrency: Vec<usize>,
+    /// Quorum settings as R:W pairs [default: every R and W from 1 to 3].
+    #[arg(long, value_delimiter = ',')]
+    pub quorums: Vec<String>,
+    /// Draw the percentiles as a PNG chart to this file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Also write every point's figures as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }

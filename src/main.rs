@@ -8,6 +8,7 @@
 //! - `cmd::dump`: `dynakv dump`, one node's records as JSON lines.
 //! - `cmd::status`: `dynakv status`, the ring's health at a glance.
 //! - `cmd::repair`: `dynakv repair`, one anti-entropy round on demand.
+//! - `cmd::bench`: `dynakv bench` and `dynakv bench sweep`, load generation and latency charts.
 //! - `cli`: argument definitions shared by the commands.
 
 mod cli;
@@ -29,7 +30,13 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Bench(args) = &cli.command
+        && let Some(threads) = args.common().client_threads
+    {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -47,6 +54,7 @@ fn main() -> ExitCode {
             Command::Status(args) => cmd::status::run(args).await,
             Command::Repair(args) => cmd::repair::run(args).await,
             Command::Dump(args) => cmd::dump::run(args).await,
+            Command::Bench(args) => cmd::bench::run(*args).await,
         }
     });
     match outcome {

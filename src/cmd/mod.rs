@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod batch;
+pub mod bench;
 pub mod dev;
 pub mod dump;
 pub mod kv;

@@ -8,6 +8,7 @@ mod bad_input;
 mod batches;
 mod chaos;
 mod cli;
+mod coalescing;
 mod concurrency;
 mod dump;
 mod durability;

@@ -34,6 +34,7 @@ async fn a_read_repairs_a_replica_that_missed_a_delete_and_a_first_write() {
     let mut cluster = TestCluster::start(3, 3, 2, 2).await;
     let client = cluster.client();
     client.put("gone", "v").await.unwrap();
+    // The put returned after W = 2 acks; let the third replica's write land before stopping it.
     client.settle().await;
     cluster.stop(0).await;
     let deleted = client.delete("gone").await.unwrap();

@@ -15,6 +15,8 @@
 //! replicas at once; it returns after W acknowledgements. A read asks all N and resolves the
 //! first R replies by version (last write wins); replicas that answered with an older version,
 //! or not at all, are repaired in the background. Late replies still count for node health.
+//! Under load, concurrent operations to one node share batch RPCs; each keeps its own deadline,
+//! result and health record.
 //!
 //! Operations that miss their quorum for a retryable reason (see [`ClientError::is_retryable`])
 //! are retried with backoff; a retried write reuses its version. Writes may carry a time-to-live
@@ -30,12 +32,14 @@
 //! - [`repair`]: asynchronous read repair of stale replicas.
 //! - [`retry`]: idempotent retries of retryable failures, exponential backoff with jitter.
 //! - [`replica`]: one node's channel, with deadlines and health accounting on every call.
+//! - `coalesce`: concurrent operations to one node sent together as batch RPCs.
 //! - [`error`]: [`ClientError`], [`QuorumError`] and [`ReplicaError`], carrying the numbers.
 
 #![warn(missing_docs)]
 
 pub mod batch;
 pub mod client;
+mod coalesce;
 pub mod error;
 pub mod options;
 pub mod quorum;

@@ -5,6 +5,10 @@ use std::time::Duration;
 use dynakv_core::HealthPolicy;
 use dynakv_ring::Ring;
 
+/// Default of [`ClientOptions::rpcs_in_flight_per_node`]: with two RPCs in flight a node always
+/// has the next batch waiting while it answers one, and batches still form under load.
+pub const DEFAULT_RPCS_IN_FLIGHT_PER_NODE: usize = 2;
+
 /// Client-wide settings; [`ClientOptions::from_ring`] takes deadlines and limits from the ring file.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -29,6 +33,9 @@ pub struct ClientOptions {
     pub backoff_min_delay: Duration,
     /// Longest wait between two attempts. Default 1 s.
     pub backoff_max_delay: Duration,
+    /// RPCs in flight to one node before further operations to it wait and are then sent
+    /// together as one batch RPC; 0 sends every operation as its own RPC (no coalescing).
+    pub rpcs_in_flight_per_node: usize,
 }
 
 impl ClientOptions {
@@ -45,6 +52,7 @@ impl ClientOptions {
             max_attempts: 3,
             backoff_min_delay: Duration::from_millis(50),
             backoff_max_delay: Duration::from_secs(1),
+            rpcs_in_flight_per_node: DEFAULT_RPCS_IN_FLIGHT_PER_NODE,
         }
     }
 }

@@ -1,14 +1,18 @@
 //! One node as the client sees it: a long-lived HTTP/2 channel, a deadline on every call, and
-//! health accounting from every result, late ones included.
+//! health accounting from every result, late ones included. Concurrent reads and writes to the
+//! node are coalesced into batch RPCs (see the `coalesce` module); each keeps its own deadline,
+//! result and health record.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dynakv_core::{NodeHealth, Record};
-use dynakv_proto::v1::{self, replica_client::ReplicaClient};
+use dynakv_proto::v1::{self, batch_op, replica_client::ReplicaClient};
 use dynakv_ring::NodeSpec;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
+use crate::coalesce::{Answer, Link};
 use crate::error::{ClientError, ReplicaError};
 use crate::options::ClientOptions;
 
@@ -18,16 +22,22 @@ const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 
 /// A node's channel and health.
-#[derive(Debug)]
 pub struct Replica {
     /// The node's id, for errors and logs.
     pub id: String,
-    /// One multiplexed HTTP/2 connection, opened lazily and re-opened after failures.
-    client: ReplicaClient<Channel>,
+    /// One multiplexed HTTP/2 connection, opened lazily and re-opened after failures, and the
+    /// queue of operations waiting to share a batch RPC.
+    link: Arc<Link>,
     /// What this client knows of the node's health.
     pub health: NodeHealth,
     /// Deadline of one call.
     timeout: Duration,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").field("id", &self.id).field("health", &self.health).finish()
+    }
 }
 
 impl Replica {
@@ -49,9 +59,15 @@ impl Replica {
         let client = ReplicaClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
+        let link = Link::new(
+            client,
+            options.request_timeout,
+            options.rpcs_in_flight_per_node,
+            max_message,
+        );
         Ok(Replica {
             id: node.id.clone(),
-            client,
+            link: Arc::new(link),
             health: NodeHealth::new(&options.health),
             timeout: options.request_timeout,
         })
@@ -59,8 +75,10 @@ impl Replica {
 
     /// Reads the node's record for `key` (tombstones and expired records included).
     pub async fn read(&self, key: Bytes) -> Result<Option<Record>, ReplicaError> {
-        let mut client = self.client.clone();
-        let reply = self.call(client.read(v1::ReadRequest { key })).await?;
+        let reply = match self.call(batch_op::Op::Read(v1::ReadRequest { key })).await? {
+            Answer::Read(reply) => reply,
+            Answer::Write(_) => return Err(mismatched("read")),
+        };
         match reply.record {
             Some(wire) => Record::try_from(wire).map(Some).map_err(|e| ReplicaError::Rejected {
                 code: tonic::Code::Internal,
@@ -87,15 +105,17 @@ impl Replica {
         record: Record,
         hint_for: String,
     ) -> Result<v1::WriteResponse, ReplicaError> {
-        let mut client = self.client.clone();
         let request = v1::WriteRequest { key, record: Some(record.into()), hint_for };
-        self.call(client.write(request)).await
+        match self.call(batch_op::Op::Write(request)).await? {
+            Answer::Write(reply) => Ok(reply),
+            Answer::Read(_) => Err(mismatched("write")),
+        }
     }
 
-    /// The node's identity, clock and counters.
+    /// The node's identity, clock and counters. Never coalesced.
     pub async fn health_check(&self) -> Result<v1::HealthResponse, ReplicaError> {
-        let mut client = self.client.clone();
-        self.call(client.health(v1::HealthRequest {})).await
+        let mut client = self.link.client();
+        self.direct(self.timeout, client.health(v1::HealthRequest {})).await
     }
 
     /// Sends many reads and writes to the node in one call; one result per operation, in order.
@@ -103,8 +123,8 @@ impl Replica {
         &self,
         request: v1::BatchRequest,
     ) -> Result<v1::BatchResponse, ReplicaError> {
-        let mut client = self.client.clone();
-        self.call(client.batch(request)).await
+        let mut client = self.link.client();
+        self.direct(self.timeout, client.batch(request)).await
     }
 
     /// Starts streaming the node's records whose key starts with `prefix` (at most `limit`; 0 =
@@ -117,36 +137,47 @@ impl Replica {
         impl futures::Stream<Item = Result<v1::DumpEntry, ReplicaError>> + use<>,
         ReplicaError,
     > {
-        let mut client = self.client.clone();
-        let stream = self.call(client.dump(v1::DumpRequest { prefix, limit })).await?;
+        let mut client = self.link.client();
+        let stream =
+            self.direct(self.timeout, client.dump(v1::DumpRequest { prefix, limit })).await?;
         Ok(futures::StreamExt::map(stream, |entry| entry.map_err(ReplicaError::from_status)))
     }
 
-    /// Runs one call under the deadline and records its result in the node's health.
     /// Asks the node to run one anti-entropy round now; waits up to `deadline` for its report.
     pub async fn repair(&self, deadline: Duration) -> Result<v1::RepairReport, ReplicaError> {
-        let mut client = self.client.clone();
-        self.call_within(deadline, client.repair(v1::RepairRequest {})).await
+        let mut client = self.link.client();
+        self.direct(deadline, client.repair(v1::RepairRequest {})).await
     }
 
-    /// Runs one call under the request deadline and records its result in the node's health.
-    async fn call<T>(
-        &self,
-        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, ReplicaError> {
-        self.call_within(self.timeout, call).await
-    }
-
-    /// Runs one call under `deadline` and records its result in the node's health.
-    async fn call_within<T>(
+    /// Runs one call of its own (not coalesced) under `deadline`, recording the result in the
+    /// node's health.
+    async fn direct<T>(
         &self,
         deadline: Duration,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<T, ReplicaError> {
-        let started = Instant::now();
+        let call = async {
+            call.await.map(tonic::Response::into_inner).map_err(ReplicaError::from_status)
+        };
+        self.account(Instant::now(), deadline, call).await
+    }
+
+    /// Runs one operation (alone or in a batch) under the deadline and records its result in the
+    /// node's health.
+    async fn call(&self, op: batch_op::Op) -> Result<Answer, ReplicaError> {
+        self.account(Instant::now(), self.timeout, self.link.submit(op)).await
+    }
+
+    /// Awaits `call`, started at `started`, under `deadline`, and records the result in the
+    /// node's health.
+    async fn account<T>(
+        &self,
+        started: Instant,
+        deadline: Duration,
+        call: impl Future<Output = Result<T, ReplicaError>>,
+    ) -> Result<T, ReplicaError> {
         let result = match tokio::time::timeout(deadline, call).await {
-            Ok(Ok(reply)) => Ok(reply.into_inner()),
-            Ok(Err(status)) => Err(ReplicaError::from_status(status)),
+            Ok(result) => result,
             Err(_) => Err(ReplicaError::Timeout { after: deadline }),
         };
         match &result {
@@ -155,5 +186,13 @@ impl Replica {
             Err(_) => self.health.record_success(started.elapsed()),
         }
         result
+    }
+}
+
+/// The node answered an operation with the reply to another kind.
+fn mismatched(op: &str) -> ReplicaError {
+    ReplicaError::Rejected {
+        code: tonic::Code::Internal,
+        message: format!("the node answered a {op} with the reply to another operation"),
     }
 }

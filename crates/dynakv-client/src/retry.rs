@@ -101,6 +101,7 @@ mod tests {
             health: dynakv_core::HealthPolicy::default(),
             max_inflight_repairs: 1,
             strict_quorum: false,
+            rpcs_in_flight_per_node: 2,
             max_attempts,
             backoff_min_delay: Duration::from_millis(1),
             backoff_max_delay: Duration::from_millis(4),

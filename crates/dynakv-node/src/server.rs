@@ -9,9 +9,9 @@ use dynakv_proto::v1::replica_server::ReplicaServer;
 use dynakv_ring::SyncPolicy;
 use dynakv_storage::{FjallStorage, MemoryStorage, Storage, Store, StoreOptions};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::{NodeConfig, StorageChoice};
 use crate::error::NodeError;
@@ -102,11 +102,17 @@ impl Node {
             .initial_connection_window_size(CONNECTION_WINDOW)
             .initial_stream_window_size(STREAM_WINDOW)
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                shutdown.await;
-                stopping.cancel();
-                let _ = drained_tx.send(());
-            });
+            // `tcp_nodelay` above only applies to listeners tonic binds itself; ours needs it set
+            // on each accepted socket, or Nagle holds back reply frames until the client's
+            // delayed ACK (~40 ms).
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    shutdown.await;
+                    stopping.cancel();
+                    let _ = drained_tx.send(());
+                },
+            );
         let mut server = Box::pin(server);
         let result = tokio::select! {
             // Polled first: once the server has finished, its shutdown sender is gone too.

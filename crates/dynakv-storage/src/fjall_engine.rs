@@ -18,7 +18,10 @@ pub struct FjallStorage {
 impl FjallStorage {
     /// Opens (or creates) the database in `dir`, replaying its journal.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        let db = Database::builder(dir).open().map_err(engine_error)?;
+        // One background worker (flushes and compactions), not one per core: with two or more,
+        // fjall's worker 0 hands compaction messages back to the queue and, while the other
+        // workers are busy, picks them up again at once, spinning a core (fjall 3.1).
+        let db = Database::builder(dir).worker_threads(1).open().map_err(engine_error)?;
         let records =
             db.keyspace("records", KeyspaceCreateOptions::default).map_err(engine_error)?;
         let hints = db.keyspace("hints", KeyspaceCreateOptions::default).map_err(engine_error)?;

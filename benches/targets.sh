@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Measures the issue-4 targets: a 3-node cluster on 127.0.0.1 (separate processes, fjall in a
+# temp dir), then `dynakv bench` in its own process, each case 3 times; prints every run's
+# table and writes JSON per run into the output directory.
+#
+#   benches/targets.sh [OUT_DIR]        (default: target/bench-results)
+#
+# Environment: BIN (default target/release/dynakv, build it first), PORT_BASE (default 17410),
+# OPS (default 100000), RUNS (default 3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/release/dynakv}
+PORT_BASE=${PORT_BASE:-17410}
+OPS=${OPS:-100000}
+RUNS=${RUNS:-3}
+OUT=${1:-target/bench-results}
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+CLUSTER=""
+cleanup() {
+    if [[ -n "$CLUSTER" ]]; then kill -TERM "$CLUSTER" 2>/dev/null || true; wait "$CLUSTER" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# start_cluster SYNC: a fresh cluster with sync = "os" or "always".
+start_cluster() {
+    if [[ -n "$CLUSTER" ]]; then kill -TERM "$CLUSTER"; wait "$CLUSTER" || true; fi
+    rm -rf "$WORK/data"
+    sed -e "s/127.0.0.1:7401/127.0.0.1:$((PORT_BASE + 1))/" \
+        -e "s/127.0.0.1:7402/127.0.0.1:$((PORT_BASE + 2))/" \
+        -e "s/127.0.0.1:7403/127.0.0.1:$((PORT_BASE + 3))/" \
+        -e "s/^sync = \"os\"/sync = \"$1\"/" config/ring.toml > "$WORK/ring.toml"
+    "$BIN" dev --ring "$WORK/ring.toml" --data-root "$WORK/data" 2> "$WORK/dev.log" &
+    CLUSTER=$!
+    for _ in $(seq 100); do
+        "$BIN" status --ring "$WORK/ring.toml" > /dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "cluster did not start" >&2; cat "$WORK/dev.log" >&2; exit 1
+}
+
+# bench NAME ARGS...: RUNS runs of one case.
+bench() {
+    local name=$1; shift
+    for run in $(seq "$RUNS"); do
+        echo "== $name run $run"
+        "$BIN" bench --ring "$WORK/ring.toml" --client-threads 1 --max-duration 120s --json "$OUT/$name-$run.json" "$@"
+    done
+}
+
+start_cluster os
+bench w-c64 --workload w --ops "$OPS" --concurrency 64
+bench c1-put --workload w --ops $((OPS / 10)) --concurrency 1
+# Loads the keyspace once; the runs after it reuse it.
+"$BIN" bench --ring "$WORK/ring.toml" --workload c --ops 1 --concurrency 1 > /dev/null
+bench b-c64 --no-preload --workload b --ops "$OPS" --concurrency 64
+bench c1-get --no-preload --workload c --ops $((OPS / 10)) --concurrency 1
+bench w-c64-no-coalesce --workload w --ops $((OPS / 4)) --concurrency 64 --no-coalesce
+start_cluster always
+bench w-c64-sync-always --workload w --ops "$OPS" --concurrency 64

@@ -1,0 +1,159 @@
+//! The figures of a run, as a table for people and JSON for scripts.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::cli::WorkloadKind;
+
+/// Latency figures of one kind of operation (or of all of them).
+#[derive(Debug, Clone, Serialize)]
+pub struct OpFigures {
+    /// `read`, `update` or `all`.
+    pub op: &'static str,
+    /// Operations that succeeded (their latencies are the percentiles).
+    pub count: u64,
+    /// Operations that failed.
+    pub errors: u64,
+    /// Successful operations per second of the run.
+    pub ops_per_sec: f64,
+    /// Median latency, microseconds.
+    pub p50_us: f64,
+    /// 90th percentile latency, microseconds.
+    pub p90_us: f64,
+    /// 99th percentile latency, microseconds.
+    pub p99_us: f64,
+    /// 99.9th percentile latency, microseconds.
+    pub p999_us: f64,
+    /// Slowest operation, microseconds.
+    pub max_us: f64,
+}
+
+impl OpFigures {
+    /// Figures from a histogram of nanosecond latencies.
+    pub fn new(op: &'static str, latencies: &Histogram<u64>, errors: u64, secs: f64) -> Self {
+        let us = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
+        OpFigures {
+            op,
+            count: latencies.len(),
+            errors,
+            ops_per_sec: latencies.len() as f64 / secs.max(1e-9),
+            p50_us: us(0.50),
+            p90_us: us(0.90),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+            max_us: latencies.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// The workload mix.
+    pub workload: WorkloadKind,
+    /// Operations in flight at once.
+    pub concurrency: usize,
+    /// Read quorum used.
+    pub r: usize,
+    /// Write quorum used.
+    pub w: usize,
+    /// Replicas per key.
+    pub n: usize,
+    /// Bytes per value.
+    pub value_size: usize,
+    /// Distinct keys.
+    pub keys: u64,
+    /// RPCs in flight per node before further operations are coalesced into batch RPCs
+    /// (0: every operation is its own RPC).
+    pub rpcs_per_node: usize,
+    /// Wall-clock seconds of the measured phase.
+    pub elapsed_secs: f64,
+    /// True when the run stopped at `--max-duration` before all operations were done.
+    pub timed_out: bool,
+    /// One entry per operation kind that ran, then `all`.
+    pub ops: Vec<OpFigures>,
+    /// The bench process's CPU (user + system) per operation, in microseconds.
+    pub client_cpu_us_per_op: f64,
+    /// Node CPU per replica request (each operation sends N of them), in microseconds; absent
+    /// when no node process was found.
+    pub node_cpu_us_per_replica_op: Option<f64>,
+    /// Node processes measured.
+    pub node_pids: Vec<u32>,
+    /// The first error seen, if any operation failed.
+    pub first_error: Option<String>,
+}
+
+impl Measurement {
+    /// The figures over every operation.
+    pub fn all(&self) -> &OpFigures {
+        self.ops.last().expect("a measurement always has an `all` row")
+    }
+
+    /// The final table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "workload {} | {} ops in {:.2} s{} | concurrency {} | N={} R={} W={} | {}-byte values | {} keys | {}",
+            self.workload.name(),
+            self.all().count + self.all().errors,
+            self.elapsed_secs,
+            if self.timed_out { " (stopped at --max-duration)" } else { "" },
+            self.concurrency,
+            self.n,
+            self.r,
+            self.w,
+            self.value_size,
+            self.keys,
+            match self.rpcs_per_node {
+                0 => "one RPC per op".to_string(),
+                n => format!("coalesced after {n} RPCs per node"),
+            },
+        );
+        let _ = writeln!(
+            out,
+            "{:<7} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "op", "count", "errors", "ops/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us"
+        );
+        for row in &self.ops {
+            let _ = writeln!(
+                out,
+                "{:<7} {:>9} {:>7} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                row.op,
+                row.count,
+                row.errors,
+                row.ops_per_sec,
+                row.p50_us,
+                row.p90_us,
+                row.p99_us,
+                row.p999_us,
+                row.max_us
+            );
+        }
+        let _ = write!(out, "client CPU {:.1} us/op", self.client_cpu_us_per_op);
+        match self.node_cpu_us_per_replica_op {
+            Some(node) => {
+                let _ = writeln!(
+                    out,
+                    " | node CPU {node:.1} us per replica request ({} node processes)",
+                    self.node_pids.len()
+                );
+            }
+            None => out.push_str(" | node CPU not measured (no `dynakv node` process found)\n"),
+        }
+        if let Some(error) = &self.first_error {
+            let _ = writeln!(out, "first error: {error}");
+        }
+        out
+    }
+}
+
+/// Writes `value` as pretty JSON to `path`.
+pub fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
