@@ -43,10 +43,13 @@ impl Node {
         let engine: Arc<dyn Storage> = match &config.storage {
             StorageChoice::Fjall(dir) => {
                 let dir = dir.clone();
-                tokio::task::spawn_blocking(move || FjallStorage::open(&dir))
-                    .await
-                    .expect("storage open task panicked")
-                    .map(|e| Arc::new(e) as Arc<dyn Storage>)?
+                let cache = config.ring.config().storage.cache_mb.saturating_mul(1024 * 1024);
+                tokio::task::spawn_blocking(move || {
+                    FjallStorage::open_with_cache(&dir, Some(cache))
+                })
+                .await
+                .expect("storage open task panicked")
+                .map(|e| Arc::new(e) as Arc<dyn Storage>)?
             }
             StorageChoice::Memory => Arc::new(MemoryStorage::new()),
         };

@@ -19,6 +19,7 @@
 //! [storage]
 //! sync = "os"           # "os": ack once the journal is in the OS (survives a process crash);
 //!                       # "always": fsync before ack (survives power loss), group-committed
+//! cache_mb = 256        # block cache of the storage engine (default 256 MiB)
 //!
 //! [hints]
 //! interval_ms = 1000         # how often a node tries to hand its hints off (default 1 s)
@@ -130,12 +131,21 @@ impl Default for Limits {
     }
 }
 
-/// How durable a write is when a node acknowledges it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// How durable a write is when a node acknowledges it, and how much memory storage may cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSettings {
     /// When the node's journal is flushed before an acknowledgement.
     pub sync: SyncPolicy,
+    /// Block cache of the storage engine, in MiB. Every write reads the stored version first
+    /// (the merge rule), so a cache that holds the working set saves a disk read per write.
+    pub cache_mb: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings { sync: SyncPolicy::Os, cache_mb: 256 }
+    }
 }
 
 /// When a node's journal reaches stable storage relative to its acknowledgement.

@@ -16,12 +16,23 @@ pub struct FjallStorage {
 }
 
 impl FjallStorage {
-    /// Opens (or creates) the database in `dir`, replaying its journal.
+    /// Opens (or creates) the database in `dir` with fjall's default block cache, replaying
+    /// its journal.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        Self::open_with_cache(dir, None)
+    }
+
+    /// Opens (or creates) the database in `dir` with a block cache of `cache_bytes` (fjall's
+    /// default when `None`), replaying its journal.
+    pub fn open_with_cache(dir: &Path, cache_bytes: Option<u64>) -> Result<Self, StorageError> {
         // One background worker (flushes and compactions), not one per core: with two or more,
         // fjall's worker 0 hands compaction messages back to the queue and, while the other
         // workers are busy, picks them up again at once, spinning a core (fjall 3.1).
-        let db = Database::builder(dir).worker_threads(1).open().map_err(engine_error)?;
+        let mut builder = Database::builder(dir).worker_threads(1);
+        if let Some(bytes) = cache_bytes {
+            builder = builder.cache_size(bytes);
+        }
+        let db = builder.open().map_err(engine_error)?;
         let records =
             db.keyspace("records", KeyspaceCreateOptions::default).map_err(engine_error)?;
         let hints = db.keyspace("hints", KeyspaceCreateOptions::default).map_err(engine_error)?;
