@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - [`workload`]: the keyspace, the value and each workload's read/update mix.
-//! - [`run`]: preloading and running one workload under its operation and time bounds.
+//! - [`run`](mod@run): preloading and running one workload under its operation and time bounds.
 //! - [`report`]: the measured figures, the final table and JSON output.
 //! - [`cpu`]: client CPU from `getrusage`, node CPU from `/proc`.
 //! - [`sweep`]: one run per (R, W, concurrency) point.
