@@ -32,11 +32,15 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// Threads serving reads.
     pub readers: usize,
+    /// Keys whose stored version the writer remembers, so the merge rule does not read storage
+    /// for recently written keys; 0 turns the cache off. Each entry costs about 100 bytes plus
+    /// its key. Sound because the writer is the only thread that changes storage.
+    pub version_cache: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { sync: false, max_batch: 1024, readers: 2 }
+        StoreOptions { sync: false, max_batch: 1024, readers: 2, version_cache: 1_000_000 }
     }
 }
 
@@ -135,7 +139,13 @@ impl Store {
         let (writes, write_rx) = crossbeam_channel::unbounded();
         let (reads, read_rx) = crossbeam_channel::unbounded::<ReadRequest>();
         let mut threads = Vec::new();
-        let writer = Writer { engine: engine.clone(), counters: counters.clone(), options };
+        let writer = Writer {
+            engine: engine.clone(),
+            counters: counters.clone(),
+            options,
+            versions: (options.version_cache > 0)
+                .then(|| quick_cache::unsync::Cache::new(options.version_cache)),
+        };
         threads.push(spawn("dynakv-writer", move || writer.run(write_rx)));
         for i in 0..options.readers.max(1) {
             let engine = engine.clone();
@@ -320,13 +330,16 @@ struct Writer {
     engine: Arc<dyn Storage>,
     counters: Arc<Counters>,
     options: StoreOptions,
+    /// What is stored for recently read or written keys (`None`: nothing), as of the last
+    /// commit. Only this thread changes storage, so the cache never goes stale.
+    versions: Option<quick_cache::unsync::Cache<(Space, Bytes), Option<Meta>>>,
 }
 
 /// What a batch has staged for one key, or `None` once removed.
 type Staged = HashMap<(Space, Bytes), Option<Meta>>;
 
 impl Writer {
-    fn run(self, requests: Receiver<WriteRequest>) {
+    fn run(mut self, requests: Receiver<WriteRequest>) {
         let mut batch = Vec::with_capacity(self.options.max_batch);
         while let Ok(first) = requests.recv() {
             batch.push(first);
@@ -341,7 +354,7 @@ impl Writer {
     }
 
     /// Merges, commits and answers one drained batch.
-    fn apply(&self, batch: &mut Vec<WriteRequest>) {
+    fn apply(&mut self, batch: &mut Vec<WriteRequest>) {
         // What this batch has already staged per key, so two writes to one key in a batch merge too.
         let mut staged: Staged = HashMap::new();
         let mut mutations = Vec::with_capacity(batch.len());
@@ -398,6 +411,11 @@ impl Writer {
         };
         match committed {
             Ok(()) => {
+                if let Some(versions) = &mut self.versions {
+                    for (key, meta) in staged {
+                        versions.insert(key, meta);
+                    }
+                }
                 self.counters.live.fetch_add(live_delta, Ordering::Relaxed);
                 self.counters.hints.fetch_add(hints_delta, Ordering::Relaxed);
                 self.counters.next_expiry.fetch_min(expiring, Ordering::AcqRel);
@@ -415,15 +433,24 @@ impl Writer {
         }
     }
 
-    fn stored_meta(&self, space: Space, key: &[u8]) -> Result<Option<Meta>, StorageError> {
-        match self.engine.get(space, key)? {
+    /// What is stored under `key`, from the cache or else from storage (then cached).
+    fn stored_meta(&mut self, space: Space, key: &Bytes) -> Result<Option<Meta>, StorageError> {
+        let cache_key = (space, key.clone());
+        if let Some(meta) = self.versions.as_ref().and_then(|v| v.get(&cache_key)) {
+            return Ok(*meta);
+        }
+        let meta = match self.engine.get(space, key)? {
             Some(bytes) => {
                 let (version, tombstone) = codec::decode_meta(&bytes)?;
                 let expires_at_ms = codec::decode_expires_at(&bytes)?;
-                Ok(Some(Meta { version, tombstone, expires_at_ms }))
+                Some(Meta { version, tombstone, expires_at_ms })
             }
-            None => Ok(None),
+            None => None,
+        };
+        if let Some(versions) = &mut self.versions {
+            versions.insert(cache_key, meta);
         }
+        Ok(meta)
     }
 }
 
@@ -597,5 +624,27 @@ mod tests {
             }
         }
         assert_eq!(seen, 10);
+    }
+
+    #[tokio::test]
+    async fn the_version_cache_never_lets_an_older_write_through() {
+        for version_cache in [0, 3, 1_000] {
+            let options = StoreOptions { version_cache, ..StoreOptions::default() };
+            let store = Store::open(Arc::new(MemoryStorage::new()), options).unwrap();
+            for round in 1..=3u64 {
+                for k in 0..50u64 {
+                    let key = k.to_be_bytes();
+                    assert!(store.write(k, &key, value(round * 10, "v")).await.unwrap().applied);
+                    let stale = store.write(k, &key, value(round * 10 - 1, "old")).await.unwrap();
+                    assert!(!stale.applied, "cache {version_cache}: older write accepted");
+                }
+            }
+            store
+                .remove_if(Space::Records, stored_key(7, &7u64.to_be_bytes()), version(30))
+                .await
+                .unwrap();
+            assert!(store.write(7, &7u64.to_be_bytes(), value(1, "back")).await.unwrap().applied);
+            assert_eq!(store.live_keys(), 50);
+        }
     }
 }
