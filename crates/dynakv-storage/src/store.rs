@@ -32,15 +32,20 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// Threads serving reads.
     pub readers: usize,
-    /// Keys whose stored version the writer remembers, so the merge rule does not read storage
-    /// for recently written keys; 0 turns the cache off. Each entry costs about 100 bytes plus
-    /// its key. Sound because the writer is the only thread that changes storage.
-    pub version_cache: usize,
+    /// Bytes of memory the writer may spend remembering the stored versions of recently read
+    /// and written keys, so the merge rule does not read storage for them; 0 turns the cache
+    /// off. Sound because the writer is the only thread that changes storage.
+    pub version_cache_bytes: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { sync: false, max_batch: 1024, readers: 2, version_cache: 1_000_000 }
+        StoreOptions {
+            sync: false,
+            max_batch: 1024,
+            readers: 2,
+            version_cache_bytes: 128 * 1024 * 1024,
+        }
     }
 }
 
@@ -143,8 +148,14 @@ impl Store {
             engine: engine.clone(),
             counters: counters.clone(),
             options,
-            versions: (options.version_cache > 0)
-                .then(|| quick_cache::unsync::Cache::new(options.version_cache)),
+            versions: (options.version_cache_bytes > 0).then(|| {
+                let entries = (options.version_cache_bytes / VersionWeight::OVERHEAD) as usize;
+                quick_cache::unsync::Cache::with_weighter(
+                    entries,
+                    options.version_cache_bytes,
+                    VersionWeight,
+                )
+            }),
         };
         threads.push(spawn("dynakv-writer", move || writer.run(write_rx)));
         for i in 0..options.readers.max(1) {
@@ -332,7 +343,22 @@ struct Writer {
     options: StoreOptions,
     /// What is stored for recently read or written keys (`None`: nothing), as of the last
     /// commit. Only this thread changes storage, so the cache never goes stale.
-    versions: Option<quick_cache::unsync::Cache<(Space, Bytes), Option<Meta>>>,
+    versions: Option<quick_cache::unsync::Cache<(Space, Bytes), Option<Meta>, VersionWeight>>,
+}
+
+/// Weighs a version-cache entry by the memory it holds: its key plus a fixed overhead.
+#[derive(Clone)]
+struct VersionWeight;
+
+impl VersionWeight {
+    /// Bytes an entry costs besides its key: the cache slot, the key's handle and the metadata.
+    const OVERHEAD: u64 = 96;
+}
+
+impl quick_cache::Weighter<(Space, Bytes), Option<Meta>> for VersionWeight {
+    fn weight(&self, key: &(Space, Bytes), _: &Option<Meta>) -> u64 {
+        key.1.len() as u64 + Self::OVERHEAD
+    }
 }
 
 /// What a batch has staged for one key, or `None` once removed.
@@ -628,15 +654,19 @@ mod tests {
 
     #[tokio::test]
     async fn the_version_cache_never_lets_an_older_write_through() {
-        for version_cache in [0, 3, 1_000] {
-            let options = StoreOptions { version_cache, ..StoreOptions::default() };
+        // Off; room for about two entries (constant eviction); room for all of them.
+        for version_cache_bytes in [0, 250, 1 << 20] {
+            let options = StoreOptions { version_cache_bytes, ..StoreOptions::default() };
             let store = Store::open(Arc::new(MemoryStorage::new()), options).unwrap();
             for round in 1..=3u64 {
                 for k in 0..50u64 {
                     let key = k.to_be_bytes();
                     assert!(store.write(k, &key, value(round * 10, "v")).await.unwrap().applied);
                     let stale = store.write(k, &key, value(round * 10 - 1, "old")).await.unwrap();
-                    assert!(!stale.applied, "cache {version_cache}: older write accepted");
+                    assert!(
+                        !stale.applied,
+                        "cache of {version_cache_bytes} B: older write accepted"
+                    );
                 }
             }
             store
