@@ -186,6 +186,15 @@ impl TestCluster {
         self.nodes[i].proxy.set(fault);
     }
 
+    /// Ends a fault on node `i` the way a long partition ends: the connections that were open
+    /// across it are reset and whatever they held is lost, so nothing sent into the partition
+    /// arrives late.
+    pub async fn heal_with_reset(&mut self, i: usize) {
+        self.nodes[i].proxy.close().await;
+        self.nodes[i].proxy.set(Fault::None);
+        self.nodes[i].proxy.reopen().await;
+    }
+
     /// What node `i` holds for `key`, asked directly.
     pub async fn replica_record(&self, client: &Client, i: usize, key: &str) -> Option<Record> {
         let id = format!("n{}", i + 1);
