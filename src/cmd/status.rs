@@ -26,11 +26,8 @@ fn check_quorum(ring: &Ring, up: &[bool]) -> QuorumCheck {
         check.below_read += usize::from(live < replication.r);
         check.below_write += usize::from(live < replication.w);
         if live < replication.r.max(replication.w) {
-            check.share_below += range.width() as f64 / 2f64.powi(64);
+            check.share_below += range.share();
         }
-    }
-    if ring.ranges().count() == 1 && check.share_below > 0.0 {
-        check.share_below = 1.0;
     }
     check
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dynakv_client::{ClientOptions, WriteOutcome};
 
-use crate::support::{TEST_REQUEST_TIMEOUT, TestCluster, dynakv, eventually, text};
+use crate::support::{PATIENCE, TEST_REQUEST_TIMEOUT, TestCluster, dynakv, eventually, text};
 
 #[tokio::test]
 async fn a_retried_write_produces_one_version() {
@@ -30,7 +30,7 @@ async fn a_retried_write_produces_one_version() {
 
     // The first attempt reached n1 only and missed its quorum; the client keeps retrying.
     let observer = cluster.client();
-    eventually(Duration::from_secs(30), "n1 holds the first attempt", || async {
+    eventually(PATIENCE, "n1 holds the first attempt", || async {
         cluster.replica_record(&observer, 0, "k").await.is_some()
     })
     .await;

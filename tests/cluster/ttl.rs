@@ -9,13 +9,10 @@ use dynakv_client::Client;
 use dynakv_core::{Record, now_ms};
 use futures::StreamExt;
 
-use crate::support::{TestCluster, eventually};
+use crate::support::{PATIENCE, TestCluster, eventually};
 
 /// Ring settings for tests that wait for the sweep: sweep every 100 ms.
 const FAST_SWEEP: &str = "[ttl]\nsweep_interval_ms = 100\n";
-
-/// Longest wait for anything the sweep or the wall clock has to do.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Waits until the wall clock has passed `expires_at_ms`.
 async fn wait_past(expires_at_ms: u64) {

@@ -21,6 +21,29 @@ use crate::repair;
 pub(crate) type Pending<T> =
     FuturesUnordered<BoxFuture<'static, (NodeIndex, Result<T, ReplicaError>)>>;
 
+/// The key's replicas split by health: those that may be sent to, those marked down, and a
+/// `Down` failure for each of the latter (reported if the quorum is missed).
+fn split_by_health(
+    shared: &Shared,
+    replicas: &PreferenceList,
+) -> (PreferenceList, PreferenceList, Vec<ReplicaFailure>) {
+    let (mut up, mut down, mut skipped) =
+        (PreferenceList::new(), PreferenceList::new(), Vec::new());
+    for &node in replicas {
+        match shared.replicas[node].health.retry_in() {
+            None => up.push(node),
+            Some(retry_in) => {
+                down.push(node);
+                skipped.push(ReplicaFailure {
+                    node: shared.replicas[node].id.clone(),
+                    cause: ReplicaError::Down { retry_in },
+                });
+            }
+        }
+    }
+    (up, down, skipped)
+}
+
 /// The replicas a call goes to. Nodes marked down are skipped, unless skipping them would leave
 /// too few to reach the quorum: then every replica is tried.
 pub(crate) fn targets(
@@ -28,17 +51,7 @@ pub(crate) fn targets(
     replicas: &PreferenceList,
     quorum: usize,
 ) -> (PreferenceList, Vec<ReplicaFailure>) {
-    let mut up = PreferenceList::new();
-    let mut skipped = Vec::new();
-    for &node in replicas {
-        match shared.replicas[node].health.retry_in() {
-            None => up.push(node),
-            Some(retry_in) => skipped.push(ReplicaFailure {
-                node: shared.replicas[node].id.clone(),
-                cause: ReplicaError::Down { retry_in },
-            }),
-        }
-    }
+    let (up, _, skipped) = split_by_health(shared, replicas);
     if up.len() < quorum { (replicas.clone(), Vec::new()) } else { (up, skipped) }
 }
 
@@ -56,24 +69,16 @@ fn plan_write(
     w: usize,
     strict: bool,
 ) -> (Vec<Send>, VecDeque<NodeIndex>, Vec<ReplicaFailure>) {
-    let is_up = |node: NodeIndex| shared.replicas[node].health.is_up();
-    let (up, down): (PreferenceList, PreferenceList) =
-        replicas.iter().copied().partition(|&n| is_up(n));
+    let (up, down, skipped) = split_by_health(shared, replicas);
     let mut spare: VecDeque<NodeIndex> = if strict {
         VecDeque::new()
     } else {
+        let is_up = |node: NodeIndex| shared.replicas[node].health.is_up();
         shared.ring.successors(token).skip(replicas.len()).filter(|&n| is_up(n)).collect()
     };
     let mut sends: Vec<Send> = up.iter().map(|&node| (node, None)).collect();
     let mut keepers = 0;
-    let mut skipped = Vec::new();
     for &owner in &down {
-        skipped.push(ReplicaFailure {
-            node: shared.replicas[owner].id.clone(),
-            cause: ReplicaError::Down {
-                retry_in: shared.replicas[owner].health.retry_in().unwrap_or_default(),
-            },
-        });
         if let Some(stand_in) = spare.pop_front() {
             sends.push((stand_in, Some(owner)));
         } else if keepers < up.len() {

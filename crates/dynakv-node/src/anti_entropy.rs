@@ -18,7 +18,7 @@ use bytes::Bytes;
 use dynakv_core::{Record, RepairReport, Version, codec, now_ms};
 use dynakv_proto::v1::{self, batch_op::Op, batch_result::Result as Outcome};
 use dynakv_ring::key_token;
-use dynakv_storage::{Space, StorageError, split_stored_key};
+use dynakv_storage::{Space, StorageError, next_page_start, split_stored_key};
 use prost::Message;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -142,11 +142,7 @@ async fn for_each_record(
                 f(stored, &codec::decode(bytes)?);
             }
             match page.last() {
-                Some((last, _)) if page.len() == PAGE => {
-                    let mut next = last.to_vec();
-                    next.push(0);
-                    from = Bytes::from(next);
-                }
+                Some((last, _)) if page.len() == PAGE => from = next_page_start(last),
                 _ => break,
             }
         }

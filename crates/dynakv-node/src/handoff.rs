@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dynakv_core::{Record, codec, now_ms};
 use dynakv_proto::v1::{self, batch_op::Op, batch_result::Result as Outcome};
-use dynakv_storage::{Space, split_stored_key};
+use dynakv_storage::{Space, next_page_start, split_stored_key};
 
 use crate::service::NodeState;
 
@@ -59,7 +59,7 @@ pub async fn deliver(state: &NodeState) -> Result<DeliveryStats, dynakv_storage:
     loop {
         let page = state.store.scan(Space::Hints, from.clone(), None, DELIVERY_BATCH).await?;
         let Some((last, _)) = page.last() else { return Ok(stats) };
-        from = successor(last);
+        from = next_page_start(last);
         let mut start = 0;
         while start < page.len() {
             let owner = owner_of(&page[start].0);
@@ -136,13 +136,6 @@ async fn hand_off(
 /// The owner hash a hint's stored key starts with.
 fn owner_of(hint_key: &[u8]) -> u64 {
     hint_key.get(..8).map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-}
-
-/// The smallest key after `key`.
-fn successor(key: &[u8]) -> Bytes {
-    let mut next = key.to_vec();
-    next.push(0);
-    Bytes::from(next)
 }
 
 /// True when a hint's write is older than the hint window: delivering it could bring back a key

@@ -125,10 +125,7 @@ impl Ring {
     pub fn primary_shares(&self) -> Vec<f64> {
         let mut shares = vec![0.0; self.config.nodes.len()];
         for range in self.ranges() {
-            shares[range.replicas[0]] += range.width() as f64 / 2f64.powi(64);
-        }
-        if self.tokens.len() == 1 {
-            shares[self.owners[0]] = 1.0;
+            shares[range.replicas[0]] += range.share();
         }
         shares
     }
@@ -146,14 +143,23 @@ pub struct TokenRange {
 }
 
 impl TokenRange {
-    /// How many tokens the range covers (wrapping past zero where it must).
-    pub fn width(&self) -> u64 {
-        self.end.wrapping_sub(self.start)
+    /// True for the only range of a one-token ring, which covers the whole ring.
+    fn is_whole_ring(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// The fraction of the token space the range covers (wrapping past zero where it must).
+    pub fn share(&self) -> f64 {
+        if self.is_whole_ring() {
+            return 1.0;
+        }
+        self.end.wrapping_sub(self.start) as f64 / 2f64.powi(64)
     }
 
     /// True when `token` falls in this range.
     pub fn contains(&self, token: u64) -> bool {
-        token.wrapping_sub(self.start).wrapping_sub(1) < self.width()
+        self.is_whole_ring()
+            || token.wrapping_sub(self.start).wrapping_sub(1) < self.end.wrapping_sub(self.start)
     }
 }
 
@@ -257,6 +263,15 @@ mod tests {
             let range = r.ranges().find(|range| range.contains(token)).unwrap();
             assert_eq!(range.replicas, r.preference_list(token));
         }
+    }
+
+    #[test]
+    fn a_one_token_ring_is_one_range_covering_everything() {
+        let r = ring(1, 1, 1);
+        let ranges: Vec<_> = r.ranges().collect();
+        assert_eq!(ranges.len(), 1);
+        assert!(ranges[0].contains(0) && ranges[0].contains(u64::MAX) && ranges[0].contains(12345));
+        assert_eq!(r.primary_shares(), vec![1.0]);
     }
 
     #[test]

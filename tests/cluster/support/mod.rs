@@ -287,17 +287,12 @@ where
     }
 }
 
-/// Waits (at most 60 s) until every node of the ring answers a health check.
+/// Waits (at most [`PATIENCE`]) until every node of the ring answers a health check.
 pub async fn wait_until_up(client: &Client) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let statuses = client.node_statuses().await;
-        if statuses.iter().all(|s| s.reply.is_ok()) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "nodes did not come up: {statuses:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(PATIENCE, "every node answers", || async {
+        client.node_statuses().await.iter().all(|s| s.reply.is_ok())
+    })
+    .await;
 }
 
 /// Each node's (live keys, pending hints), asked of the nodes themselves.
