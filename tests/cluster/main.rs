@@ -13,6 +13,7 @@ mod concurrency;
 mod dump;
 mod durability;
 mod failures;
+mod guards;
 mod handoff;
 mod lifecycle_cli;
 mod repair;

@@ -7,6 +7,7 @@ pub mod proxy;
 pub use proxy::{Fault, Proxy};
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +65,8 @@ struct TestNode {
     /// The node's address in the ring.
     proxy: Proxy,
     data_dir: PathBuf,
+    /// The node's `inject_delay_ms` from its next start on (see [`TestCluster::set_inject_delay`]).
+    inject_delay_ms: Option<RangeInclusive<u64>>,
     /// Present while the node runs.
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
@@ -113,6 +116,7 @@ impl TestCluster {
                     addr,
                     proxy,
                     data_dir: dir.path().join(format!("n{}", i + 1)),
+                    inject_delay_ms: None,
                     running: None,
                 })
                 .collect(),
@@ -132,11 +136,12 @@ impl TestCluster {
 
     fn serve(&mut self, i: usize, listener: TcpListener) {
         let node = &mut self.nodes[i];
-        let config = NodeConfig::new(
+        let mut config = NodeConfig::new(
             Arc::new(self.ring.clone()),
             format!("n{}", i + 1),
             StorageChoice::Fjall(node.data_dir.clone()),
         );
+        config.inject_delay_ms = node.inject_delay_ms.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             Node::serve(listener, config, async {
@@ -179,6 +184,12 @@ impl TestCluster {
         };
         self.serve(i, listener);
         self.nodes[i].proxy.reopen().await;
+    }
+
+    /// Sets the delay node `i` adds to every Read, Write and Batch it serves (not Health, Digest
+    /// or Versions), from its next [`restart`](Self::restart) on.
+    pub fn set_inject_delay(&mut self, i: usize, delay_ms: Option<RangeInclusive<u64>>) {
+        self.nodes[i].inject_delay_ms = delay_ms;
     }
 
     /// Injects a fault between node `i` and everyone else (clients and peers).
