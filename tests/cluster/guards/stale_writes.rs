@@ -18,9 +18,11 @@ async fn every_replica_refuses_an_older_write_and_keeps_the_newer_one() {
         .await
         .unwrap();
 
-    // Older by timestamp (a value and a tombstone), and older by writer at the same timestamp.
+    // The same write again (a retry: not applied a second time), older by timestamp (a value
+    // and a tombstone), and older by writer at the same timestamp.
     let earlier = Version::new(Timestamp(put.timestamp.0 - 1), put.writer);
     let mut older = vec![
+        Record::value(put, Bytes::from("newest")),
         Record::value(earlier, Bytes::from("older value")),
         Record::tombstone(earlier),
         Record::value(Version::new(put.timestamp, 0), Bytes::from("lower writer")),
@@ -32,7 +34,7 @@ async fn every_replica_refuses_an_older_write_and_keeps_the_newer_one() {
         let mut raw = raw(&cluster, node).await;
         for record in &older {
             let reply = raw_write(&mut raw, "k", record.clone()).await;
-            assert!(!reply.applied, "n{} took an older write: {record:?}", node + 1);
+            assert!(!reply.applied, "n{} applied {record:?} over the put", node + 1);
             assert_eq!(
                 reply.current.map(Version::from),
                 Some(put),

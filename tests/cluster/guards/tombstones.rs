@@ -81,12 +81,7 @@ async fn a_sync_that_fails_mid_round_leaves_every_tombstone_in_place() {
         client.repair("n1", Duration::from_secs(60)),
         client.repair("n3", Duration::from_secs(60)),
     );
-    for report in [n1.unwrap(), n3.unwrap()] {
-        assert!(report.unreachable.is_empty(), "n2 answered the digests: {report:?}");
-        assert_eq!(report.ranges_differing, 1, "{report:?}");
-        assert_eq!(report.keys_sent, 0, "the push to n2 failed: {report:?}");
-        assert_eq!(report.tombstones_collected, 0, "{report:?}");
-    }
+    let (n1, n3) = (n1.unwrap(), n3.unwrap());
     for node in [0, 2] {
         let kept = raw_read(&mut raw(&cluster, node).await, KEY).await;
         assert!(
@@ -94,6 +89,14 @@ async fn a_sync_that_fails_mid_round_leaves_every_tombstone_in_place() {
             "n{} keeps its tombstone: {kept:?}",
             node + 1
         );
+    }
+    // The round got as far as the push: n2 was reachable, the range differed, the push failed.
+    // (The report has no field saying a range failed to sync; the failure is only logged.)
+    for report in [n1, n3] {
+        assert!(report.unreachable.is_empty(), "n2 answered the digests: {report:?}");
+        assert_eq!(report.ranges_differing, 1, "{report:?}");
+        assert_eq!(report.keys_sent, 0, "the push to n2 failed: {report:?}");
+        assert_eq!(report.tombstones_collected, 0, "{report:?}");
     }
     cluster.shutdown().await;
 }
