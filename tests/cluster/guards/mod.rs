@@ -7,6 +7,7 @@
 
 mod clocks;
 mod expiry;
+mod handoff;
 mod stale_writes;
 mod tombstones;
 
