@@ -11,6 +11,7 @@ mod chaos;
 mod cli;
 mod coalescing;
 mod concurrency;
+mod crashes;
 mod disk;
 mod dump;
 mod durability;
