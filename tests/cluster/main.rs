@@ -19,6 +19,7 @@ mod failures;
 mod guards;
 mod handoff;
 mod lifecycle_cli;
+mod metrics;
 mod repair;
 mod retries;
 mod round_trips;

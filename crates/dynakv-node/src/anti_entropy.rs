@@ -306,6 +306,7 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
         }
     }
     report.elapsed = started.elapsed();
+    crate::metrics::repair(&state.id, &report);
     Ok(report)
 }
 
