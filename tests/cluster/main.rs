@@ -20,6 +20,7 @@ mod handoff;
 mod lifecycle_cli;
 mod repair;
 mod retries;
+mod ring_cli;
 mod round_trips;
 mod tombstones;
 mod ttl;

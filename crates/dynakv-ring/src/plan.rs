@@ -513,4 +513,44 @@ mod tests {
         }
         assert!(failures.is_empty(), "above 1.15 x ideal:\n{}", failures.join("\n"));
     }
+
+    /// The bound above holds for the ids it tries; how often does it hold for any id? Adds each
+    /// of 200 differently named nodes and prints the spread of the primary and replica ratios.
+    /// `cargo test -p dynakv-ring --release movement_spread -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, about a minute in release mode"]
+    fn movement_spread_over_new_node_ids() {
+        const IDS: usize = 200;
+        println!(
+            "nodes    vnodes   primary ratio p50 p95 max, share > 1.15   replica ratio p50 p95 max, share > 1.15"
+        );
+        for vnodes in [32, 64, 128, 256, 512] {
+            for nodes in [3, 5, 9, 19] {
+                let before = ring(nodes, 3, vnodes);
+                let (mut primary, mut replica): (Vec<f64>, Vec<f64>) = (0..IDS)
+                    .map(|k| {
+                        let plan = Plan::add(&before, &format!("new-{k}"), addr(9000)).unwrap();
+                        (plan.primary_ratio().unwrap(), plan.replica_ratio().unwrap())
+                    })
+                    .unzip();
+                let spread = |ratios: &mut Vec<f64>| {
+                    ratios.sort_by(f64::total_cmp);
+                    let above = ratios.iter().filter(|&&r| r > 1.15).count();
+                    format!(
+                        "{:.3} {:.3} {:.3}, {:>5.1}%",
+                        ratios[IDS / 2],
+                        ratios[IDS * 95 / 100],
+                        ratios[IDS - 1],
+                        above as f64 * 100.0 / IDS as f64
+                    )
+                };
+                println!(
+                    "{nodes:>2}->{:<2}  {vnodes:>6}   {:>36}   {:>36}",
+                    nodes + 1,
+                    spread(&mut primary),
+                    spread(&mut replica)
+                );
+            }
+        }
+    }
 }
