@@ -47,6 +47,9 @@ pub enum Command {
     Handoff(RepairArgs),
     /// Stream one node's records (key, version, value or tombstone, expiry) as JSON lines.
     Dump(DumpArgs),
+    /// Show the ring, and plan membership changes before anything moves.
+    #[command(subcommand)]
+    Ring(RingCommand),
     /// Measure throughput and latency against a running cluster (YCSB-style workloads).
     Bench(Box<BenchArgs>),
 }
@@ -179,6 +182,60 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub ring: RingArg,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `dynakv ring ...`: read-only for now; nothing here changes the ring.
+#[derive(Debug, Subcommand)]
+pub enum RingCommand {
+    /// Show the ring version and every node's state and shares, and which ring version each
+    /// node serves.
+    Show(RingShowArgs),
+    /// Show what a membership change would move (ranges, share of keys, per node), against the
+    /// ideal. Only computes: nothing changes.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RingShowArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The change to plan.
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Plan adding a node (or placing a joining one); ideally it takes 1/(n+1) of the keys.
+    Add(PlanAddArgs),
+    /// Plan removing a node; ideally only what it holds moves.
+    Remove(PlanRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanAddArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// The new node's id; its tokens derive from it.
+    pub id: String,
+    /// Where the new node serves, e.g. 127.0.0.1:7404.
+    pub addr: std::net::SocketAddr,
+    /// Print JSON (every moving range) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanRemoveArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// The id of the node to remove.
+    pub id: String,
+    /// Print JSON (every moving range) instead of text.
     #[arg(long)]
     pub json: bool,
 }

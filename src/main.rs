@@ -7,6 +7,8 @@
 //! - `cmd::batch`: `put --batch file.jsonl`, every line checked before anything is sent.
 //! - `cmd::dump`: `dynakv dump`, one node's records as JSON lines.
 //! - `cmd::status`: `dynakv status`, the ring's health at a glance.
+//! - `cmd::ring`: `dynakv ring show` and `dynakv ring plan add|remove`, the ring and what a
+//!   membership change would move (read-only).
 //! - `cmd::repair`: `dynakv repair` and `dynakv handoff`, one anti-entropy round or hint delivery
 //!   pass on demand.
 //! - `cmd::bench`: `dynakv bench` and `dynakv bench sweep`, load generation and latency charts.
@@ -19,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, LogFormat};
+use crate::cli::{Cli, Command, LogFormat, RingCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -64,6 +66,8 @@ fn main() -> ExitCode {
             Command::Repair(args) => cmd::repair::run(args).await,
             Command::Handoff(args) => cmd::repair::handoff(args).await,
             Command::Dump(args) => cmd::dump::run(args).await,
+            Command::Ring(RingCommand::Show(args)) => cmd::ring::show(args).await,
+            Command::Ring(RingCommand::Plan(change)) => cmd::ring::plan(change),
             Command::Bench(args) => cmd::bench::run(*args).await,
         }
     });

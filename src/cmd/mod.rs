@@ -7,6 +7,7 @@ pub mod dump;
 pub mod kv;
 pub mod node;
 pub mod repair;
+pub mod ring;
 pub mod status;
 
 use std::process::ExitCode;

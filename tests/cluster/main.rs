@@ -22,6 +22,7 @@ mod lifecycle_cli;
 mod metrics;
 mod repair;
 mod retries;
+mod ring_cli;
 mod round_trips;
 mod tombstones;
 mod ttl;

@@ -333,7 +333,12 @@ async fn hints_anywhere(
         return Ok(Vec::new());
     }
     let mut held = hinted_spans(state, spans).await?;
-    for index in 0..state.ring.nodes().len() {
+    for (index, spec) in state.ring.nodes().iter().enumerate() {
+        // A joining node owns no tokens and is never a stand-in, so it holds no hints: one that
+        // is listed but not running yet must not hold collection back.
+        if spec.state == dynakv_ring::NodeState::Joining {
+            continue;
+        }
         let Some(peer) = state.peers.get(index) else { continue };
         let request = v1::HintSpansRequest { spans: spans.iter().map(|&s| s.into()).collect() };
         report.bytes += request.encoded_len() as u64;

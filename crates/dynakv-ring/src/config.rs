@@ -41,6 +41,9 @@
 //! id = "n1"
 //! addr = "127.0.0.1:7401"
 //! metrics_addr = "127.0.0.1:8401"   # Prometheus /metrics (default: the gRPC port + 1000)
+//! state = "normal"      # "joining": owns no tokens yet, serves no keys until added;
+//!                       # "normal": owns its tokens (default);
+//!                       # "leaving", "dead": still own their tokens until a change removes them
 //! ```
 
 use std::collections::HashSet;
@@ -49,6 +52,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RingError;
+use crate::node_state::NodeState;
 
 /// The largest N supported: preference lists are kept inline, without allocation, up to this size.
 pub const MAX_N: usize = 16;
@@ -249,6 +253,9 @@ pub struct NodeSpec {
     /// (see [`NodeSpec::metrics_addr`]).
     #[serde(default, rename = "metrics_addr", skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,
+    /// Where the node is in its life in the ring; only `joining` nodes are left out of placement.
+    #[serde(default, skip_serializing_if = "NodeState::is_normal")]
+    pub state: NodeState,
 }
 
 impl NodeSpec {
@@ -309,6 +316,11 @@ impl RingConfig {
         }
         if n > self.nodes.len() {
             return Err(RingError::NAboveNodes { n, nodes: self.nodes.len() });
+        }
+        let owners = self.nodes.iter().filter(|node| node.state.owns_tokens()).count();
+        if n > owners {
+            let joining = self.nodes.len() - owners;
+            return Err(RingError::NAboveOwners { n, owners, joining });
         }
         if self.vnodes == 0 || self.vnodes > 4096 {
             return Err(RingError::Setting {

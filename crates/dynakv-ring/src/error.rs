@@ -1,8 +1,12 @@
-//! Everything a ring file or a node id can get wrong, each with the detail needed to fix it.
+//! Everything a ring file, a node id or a proposed ring change can get wrong, each with the detail
+//! needed to fix it.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use thiserror::Error;
+
+use crate::node_state::NodeState;
 
 /// A ring file that cannot be used, or a node id the ring does not know.
 #[derive(Debug, Error)]
@@ -58,6 +62,16 @@ pub enum RingError {
         /// Nodes in the ring.
         nodes: usize,
     },
+    /// N is larger than the number of nodes that own tokens (joining nodes own none yet).
+    #[error("replication.n = {n} but only {owners} nodes own tokens ({joining} still joining)")]
+    NAboveOwners {
+        /// Replicas per key.
+        n: usize,
+        /// Nodes that own tokens.
+        owners: usize,
+        /// Nodes still joining.
+        joining: usize,
+    },
     /// A setting outside the replication table has an unusable value.
     #[error("{name} = {value} is out of range ({range})")]
     Setting {
@@ -76,4 +90,51 @@ pub enum RingError {
         /// The ids the ring does list, comma-separated.
         known: String,
     },
+}
+
+/// A proposed membership change that cannot be made; the ring it was asked of is left as it was.
+#[derive(Debug, Error)]
+pub enum PlanError {
+    /// The node to add is already in the ring (and not a joining node at that same address).
+    #[error("node id {id:?} is already in the ring (at {addr}, {state})")]
+    DuplicateId {
+        /// The id asked for.
+        id: String,
+        /// Where the ring's node of that id serves.
+        addr: SocketAddr,
+        /// That node's state.
+        state: NodeState,
+    },
+    /// The address of the node to add is already another node's.
+    #[error("address {addr} is already used by node {id:?}")]
+    DuplicateAddr {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The node that serves there.
+        id: String,
+    },
+    /// The node to remove is not in the ring.
+    #[error("node id {id:?} is not in the ring (known: {known})")]
+    UnknownNode {
+        /// The id asked for.
+        id: String,
+        /// The ids the ring does list, comma-separated.
+        known: String,
+    },
+    /// Removing the node would leave fewer nodes owning tokens than replicas per key.
+    #[error(
+        "cannot remove {id:?}: {remaining} nodes would remain, fewer than replication.n = {n} \
+         replicas per key"
+    )]
+    BelowN {
+        /// The node asked to be removed.
+        id: String,
+        /// Nodes owning tokens that would remain.
+        remaining: usize,
+        /// Replicas per key.
+        n: usize,
+    },
+    /// The ring after the change would be invalid for another reason (an empty id, say).
+    #[error(transparent)]
+    Ring(#[from] RingError),
 }

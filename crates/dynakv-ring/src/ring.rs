@@ -39,16 +39,21 @@ pub struct Ring {
     tokens: Vec<u64>,
     /// The node owning each token in `tokens`.
     owners: Vec<NodeIndex>,
+    /// How many nodes own tokens (all but the joining ones): a clockwise walk ends once it has
+    /// seen this many.
+    placed: usize,
 }
 
 impl Ring {
-    /// Builds the ring from a validated configuration.
+    /// Builds the ring from a validated configuration. Joining nodes get no tokens; every other
+    /// node gets `vnodes` tokens derived from its id alone.
     pub fn new(config: RingConfig) -> Result<Self, RingError> {
         config.validate()?;
         let mut placed: Vec<(u64, NodeIndex)> = config
             .nodes
             .iter()
             .enumerate()
+            .filter(|(_, node)| node.state.owns_tokens())
             .flat_map(|(i, node)| (0..config.vnodes).map(move |v| (vnode_token(&node.id, v), i)))
             .collect();
         // Ties (astronomically rare) are broken by node id so every process orders them alike.
@@ -56,7 +61,8 @@ impl Ring {
             a.0.cmp(&b.0).then_with(|| config.nodes[a.1].id.cmp(&config.nodes[b.1].id))
         });
         let (tokens, owners) = placed.into_iter().unzip();
-        Ok(Ring { config, tokens, owners })
+        let placed = config.nodes.iter().filter(|node| node.state.owns_tokens()).count();
+        Ok(Ring { config, tokens, owners, placed })
     }
 
     /// Parses and validates a ring file's text.
@@ -99,16 +105,26 @@ impl Ring {
         })
     }
 
+    /// How many nodes own tokens: every node but the joining ones.
+    pub fn placed_nodes(&self) -> usize {
+        self.placed
+    }
+
     /// The N replicas of the key with this token, primary first.
     pub fn preference_list(&self, token: u64) -> PreferenceList {
         self.successors(token).take(self.config.replication.n).collect()
     }
 
-    /// Every node once, clockwise from `token`: the preference list, then the nodes that stand in
-    /// for unreachable replicas, in order.
+    /// Every node that owns tokens once, clockwise from `token`: the preference list, then the
+    /// nodes that stand in for unreachable replicas, in order.
     pub fn successors(&self, token: u64) -> Successors<'_> {
         let start = self.tokens.partition_point(|&t| t < token);
         Successors { ring: self, next: start, steps: 0, seen: SmallVec::new() }
+    }
+
+    /// Every vnode token, ascending.
+    pub(crate) fn tokens(&self) -> &[u64] {
+        &self.tokens
     }
 
     /// Every vnode's range of the ring with its preference list, in token order.
@@ -129,6 +145,18 @@ impl Ring {
         }
         shares
     }
+
+    /// The share of the token space each node is a replica for (primary or not), indexed by
+    /// [`NodeIndex`]; sums to N. A node holds about this share of the keys.
+    pub fn replica_shares(&self) -> Vec<f64> {
+        let mut shares = vec![0.0; self.config.nodes.len()];
+        for range in self.ranges() {
+            for &node in &range.replicas {
+                shares[node] += range.share();
+            }
+        }
+        shares
+    }
 }
 
 /// A vnode's range of the token space, `(start, end]` clockwise, and the replicas that hold it.
@@ -143,24 +171,28 @@ pub struct TokenRange {
 }
 
 impl TokenRange {
-    /// True for the only range of a one-token ring, which covers the whole ring.
-    fn is_whole_ring(&self) -> bool {
-        self.start == self.end
-    }
-
     /// The fraction of the token space the range covers (wrapping past zero where it must).
     pub fn share(&self) -> f64 {
-        if self.is_whole_ring() {
-            return 1.0;
-        }
-        self.end.wrapping_sub(self.start) as f64 / 2f64.powi(64)
+        span_share(self.start, self.end)
     }
 
     /// True when `token` falls in this range.
     pub fn contains(&self, token: u64) -> bool {
-        self.is_whole_ring()
-            || token.wrapping_sub(self.start).wrapping_sub(1) < self.end.wrapping_sub(self.start)
+        span_contains(self.start, self.end, token)
     }
+}
+
+/// The fraction of the token space in `(start, end]` clockwise; `start == end` is the whole ring.
+pub(crate) fn span_share(start: u64, end: u64) -> f64 {
+    if start == end {
+        return 1.0;
+    }
+    end.wrapping_sub(start) as f64 / 2f64.powi(64)
+}
+
+/// True when `token` falls in `(start, end]` clockwise; `start == end` is the whole ring.
+pub(crate) fn span_contains(start: u64, end: u64, token: u64) -> bool {
+    start == end || token.wrapping_sub(start).wrapping_sub(1) < end.wrapping_sub(start)
 }
 
 /// Distinct nodes clockwise from a token; see [`Ring::successors`].
@@ -180,7 +212,7 @@ impl Iterator for Successors<'_> {
 
     fn next(&mut self) -> Option<NodeIndex> {
         let ring = self.ring;
-        while self.steps < ring.tokens.len() && self.seen.len() < ring.config.nodes.len() {
+        while self.steps < ring.tokens.len() && self.seen.len() < ring.placed {
             if self.next >= ring.tokens.len() {
                 self.next = 0;
             }
@@ -281,6 +313,95 @@ mod tests {
         assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         for share in shares {
             assert!((0.2..0.47).contains(&share), "unbalanced share {share}");
+        }
+    }
+
+    /// The text of `ring(nodes, ..)` with `state = ...` lines added to some nodes (1-based).
+    fn text_with_states(nodes: usize, n: usize, vnodes: u32, states: &[(usize, &str)]) -> String {
+        let mut text = format!("vnodes = {vnodes}\n[replication]\nn = {n}\nr = 1\nw = 1\n");
+        for i in 1..=nodes {
+            text += &format!("[[nodes]]\nid = \"n{i}\"\naddr = \"127.0.0.1:{}\"\n", 7400 + i);
+            if let Some((_, state)) = states.iter().find(|(node, _)| *node == i) {
+                text += &format!("state = \"{state}\"\n");
+            }
+        }
+        text
+    }
+
+    fn ring_with_states(nodes: usize, n: usize, vnodes: u32, states: &[(usize, &str)]) -> Ring {
+        Ring::parse(&text_with_states(nodes, n, vnodes, states)).unwrap()
+    }
+
+    #[test]
+    fn node_states_parse_lowercase_and_default_to_normal() {
+        use crate::node_state::NodeState::*;
+        let r = ring_with_states(4, 3, 4, &[(1, "joining"), (2, "leaving"), (3, "dead")]);
+        let states: Vec<_> = r.nodes().iter().map(|node| node.state).collect();
+        assert_eq!(states, [Joining, Leaving, Dead, Normal]);
+        let bad = Ring::parse(&text_with_states(3, 3, 4, &[(2, "Gone")])).unwrap_err();
+        assert!(bad.to_string().contains("unknown variant `Gone`"), "{bad}");
+        let bad = Ring::parse(&text_with_states(3, 3, 4, &[(2, "Normal")])).unwrap_err();
+        assert!(bad.to_string().contains("expected one of `joining`, `normal`"), "{bad}");
+        let written = toml::to_string(r.config()).unwrap();
+        assert_eq!(written.matches("state = ").count(), 3, "normal is left out: {written}");
+        assert_eq!(RingConfig::parse(&written).unwrap(), *r.config());
+    }
+
+    /// A joining node owns no tokens: every key keeps the replicas it has without the node.
+    #[test]
+    fn a_joining_node_owns_no_tokens_and_serves_no_keys() {
+        let without = ring(5, 3, 64);
+        let with = ring_with_states(6, 3, 64, &[(6, "joining")]);
+        assert_eq!(with.placed_nodes(), 5);
+        assert_eq!(with.ranges().count(), 5 * 64);
+        for k in 0..5_000u32 {
+            let token = key_token(&k.to_be_bytes());
+            assert_eq!(with.preference_list(token), without.preference_list(token));
+            assert_eq!(with.successors(token).count(), 5, "the walk never reaches n6");
+        }
+        assert_eq!(with.primary_shares()[5], 0.0);
+        assert_eq!(with.replica_shares()[5], 0.0);
+        assert_eq!(with.primary_shares()[..5], without.primary_shares()[..]);
+        // The golden vectors hold whatever joins.
+        assert_eq!(ids(&with, &with.preference_list(key_token(b"alpha"))), ["n5", "n3", "n2"]);
+    }
+
+    /// Leaving and dead nodes keep their tokens, so placement is that of an all-normal ring.
+    #[test]
+    fn leaving_and_dead_nodes_keep_their_tokens() {
+        let normal = ring(5, 3, 64);
+        let marked = ring_with_states(5, 3, 64, &[(2, "leaving"), (4, "dead")]);
+        assert_eq!(marked.placed_nodes(), 5);
+        for k in 0..5_000u32 {
+            let token = key_token(&k.to_be_bytes());
+            assert_eq!(marked.preference_list(token), normal.preference_list(token));
+        }
+        assert_eq!(marked.replica_shares(), normal.replica_shares());
+    }
+
+    #[test]
+    fn n_counts_only_nodes_that_own_tokens() {
+        let text = |state: &str| {
+            let mut text = "[replication]\nn = 3\nr = 2\nw = 2\n".to_string();
+            for i in 1..=3 {
+                text += &format!("[[nodes]]\nid = \"n{i}\"\naddr = \"127.0.0.1:{}\"\n", 7400 + i);
+            }
+            text + &format!("state = \"{state}\"\n")
+        };
+        assert!(Ring::parse(&text("dead")).is_ok());
+        let err = Ring::parse(&text("joining")).unwrap_err().to_string();
+        assert_eq!(err, "replication.n = 3 but only 2 nodes own tokens (1 still joining)");
+    }
+
+    #[test]
+    fn replica_shares_sum_to_n() {
+        for (nodes, n) in [(3, 3), (5, 3), (7, 5), (1, 1)] {
+            let r = ring(nodes, n, 32);
+            let shares = r.replica_shares();
+            assert!((shares.iter().sum::<f64>() - n as f64).abs() < 1e-9, "{shares:?}");
+            assert!(shares.iter().all(|&s| s <= 1.0 + 1e-12), "{shares:?}");
+            let primary = r.primary_shares();
+            assert!(shares.iter().zip(&primary).all(|(r, p)| r >= p));
         }
     }
 

@@ -119,6 +119,10 @@ struct ReadRequest {
     reply: oneshot::Sender<Result<Option<Record>, StorageError>>,
 }
 
+/// Free space, in MiB, below which a failed engine is reported as a full disk: less than one
+/// memtable flush (64 MiB in fjall) needs.
+const FLUSH_ROOM_MB: u64 = 64;
+
 /// Whether the store takes writes: shared by the handle, the writer and the node's disk watch.
 #[derive(Default)]
 struct Condition {
@@ -299,12 +303,12 @@ impl Store {
     /// all until [`recover`](Self::recover)), or free space below the reserve (no new values).
     pub fn fault(&self) -> Option<Fault> {
         let engine = self.condition.fault.lock().clone().map(|fault| {
-            // An engine poisoned by a background write says nothing of why; with the disk
-            // out of room, that is why.
+            // An engine poisoned by a background write (a flush) says nothing of why; with less
+            // room on the disk than one memtable flush needs, that is most likely why.
             match *self.condition.free_mb.lock() {
-                Some(free) if free == 0 && fault.kind != FaultKind::DiskFull => Fault {
+                Some(free) if free < FLUSH_ROOM_MB && fault.kind != FaultKind::DiskFull => Fault {
                     kind: FaultKind::DiskFull,
-                    detail: format!("no space left on the device ({fault})"),
+                    detail: format!("{free} MiB free, too little to flush ({fault})"),
                 },
                 _ => fault,
             }
