@@ -138,13 +138,13 @@ async fn hand_off(
                 continue;
             }
         };
+        // Removals are offered to the store together, so they share one group commit.
+        let mut removals = Vec::with_capacity(chunk_hints.len());
         for ((hint_key, version), result) in chunk_hints.into_iter().zip(results) {
             match result {
                 // Applied or not, the owner now holds this version or a newer one.
                 Ok(Outcome::Write(_)) => {
-                    if state.store.remove_if(Space::Hints, hint_key, version).await?.applied {
-                        report.delivered += 1;
-                    }
+                    removals.push(state.store.remove_if(Space::Hints, hint_key, version));
                 }
                 Ok(_) => {
                     report.failed += 1;
@@ -161,6 +161,9 @@ async fn hand_off(
                     );
                 }
             }
+        }
+        for removed in futures::future::join_all(removals).await {
+            report.delivered += u64::from(removed?.applied);
         }
     }
     Ok(true)
