@@ -13,7 +13,7 @@ use dynakv_client::{BatchPut, Client, WriteOptions, WriteOutcome};
 use dynakv_core::{validate_key, validate_value};
 use serde::Deserialize;
 
-/// Lines sent per batched call, so a huge file is not all in flight at once.
+/// Lines per batched call, so a huge file's outcomes are not all held at once.
 const LINES_PER_CALL: usize = 10_000;
 
 /// One line of a batch file.

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynakv_core::{
-    Hlc, Record, RepairReport, Timestamp, Version, now_ms, validate_key, validate_value,
-};
+use dynakv_core::{Hlc, Record, RepairReport, Version, now_ms, validate_key, validate_value};
 use dynakv_ring::{Ring, key_token};
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -17,8 +15,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::{ClientError, Op, ReplicaError};
 use crate::options::{ClientOptions, ReadOptions, WriteOptions};
+use crate::quorum::{self, Late};
 use crate::replica::Replica;
-use crate::{quorum, retry};
+use crate::retry;
 
 /// What every clone of a client shares.
 pub(crate) struct Shared {
@@ -26,8 +25,8 @@ pub(crate) struct Shared {
     pub(crate) ring: Arc<Ring>,
     /// One handle per ring node, indexed like [`Ring::nodes`].
     pub(crate) replicas: Vec<Replica>,
-    /// Stamps this client's writes; observes every version it reads or is told of.
-    pub(crate) clock: Hlc,
+    /// Stamps this client's writes; every replica handle observes what its node reports.
+    pub(crate) clock: Arc<Hlc>,
     /// This client's writer id: random, so two clients never produce equal versions.
     pub(crate) writer: u64,
     pub(crate) options: ClientOptions,
@@ -66,17 +65,18 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, ClientError> {
         let options = self.options;
         let max_message = dynakv_proto::max_message_bytes(options.max_value_bytes);
+        let clock = Arc::new(Hlc::new());
         let replicas = self
             .ring
             .nodes()
             .iter()
-            .map(|node| Replica::new(node, &options, max_message))
+            .map(|node| Replica::new(node, &options, max_message, clock.clone()))
             .collect::<Result<_, _>>()?;
         Ok(Client {
             shared: Arc::new(Shared {
                 ring: Arc::new(self.ring),
                 replicas,
-                clock: Hlc::new(),
+                clock,
                 writer: uuid::Uuid::new_v4().as_u64_pair().0,
                 repairs: Arc::new(Semaphore::new(options.max_inflight_repairs.max(1))),
                 options,
@@ -235,28 +235,47 @@ impl Client {
         ttl: Option<Duration>,
         options: WriteOptions,
     ) -> Result<Version, ClientError> {
-        validate_key(&key)?;
-        validate_value(&value, self.shared.options.max_value_bytes)?;
-        let expires_at_ms = ttl.map(expiry).transpose()?.unwrap_or(0);
         let w = self.quorum(Op::Write, options.w)?;
-        let version = self.next_version();
-        let record = Record { version, value: Some(value), expires_at_ms };
-        self.write_retrying(key, record, w, options.strict).await?;
+        let (key, record) = self.prepare_put(key, value, ttl)?;
+        let version = record.version;
+        self.write_retrying(key, record, w, options.strict, Late::Background).await?;
         Ok(version)
     }
 
+    /// A put checked and stamped with a fresh version, ready to send (and to resend as is).
+    pub(crate) fn prepare_put(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<(Bytes, Record), ClientError> {
+        validate_key(&key)?;
+        validate_value(&value, self.shared.options.max_value_bytes)?;
+        let expires_at_ms = ttl.map(expiry).transpose()?.unwrap_or(0);
+        let version = self.next_version();
+        Ok((key, Record { version, value: Some(value), expires_at_ms }))
+    }
+
+    /// A delete checked and stamped with a fresh version: the tombstone to send.
+    pub(crate) fn prepare_delete(&self, key: Bytes) -> Result<(Bytes, Record), ClientError> {
+        validate_key(&key)?;
+        Ok((key, Record::tombstone(self.next_version())))
+    }
+
     /// Writes one record, retrying retryable failures with the same record (same version).
-    /// `strict` (or the client's `strict_quorum`) refuses a sloppy quorum.
-    async fn write_retrying(
+    /// `strict` (or the client's `strict_quorum`) refuses a sloppy quorum; `late` says what
+    /// becomes of the calls still in flight once the quorum is met.
+    pub(crate) async fn write_retrying(
         &self,
         key: Bytes,
         record: Record,
         w: usize,
         strict: bool,
+        late: Late,
     ) -> Result<(), ClientError> {
         let strict = strict || self.shared.options.strict_quorum;
         retry::retrying(&self.shared.options, || {
-            quorum::write(&self.shared, key.clone(), record.clone(), w, strict)
+            quorum::write(&self.shared, key.clone(), record.clone(), w, strict, late)
         })
         .await?;
         Ok(())
@@ -273,11 +292,10 @@ impl Client {
         key: impl Into<Bytes>,
         options: WriteOptions,
     ) -> Result<Version, ClientError> {
-        let key = key.into();
-        validate_key(&key)?;
         let w = self.quorum(Op::Write, options.w)?;
-        let version = self.next_version();
-        self.write_retrying(key, Record::tombstone(version), w, options.strict).await?;
+        let (key, record) = self.prepare_delete(key.into())?;
+        let version = record.version;
+        self.write_retrying(key, record, w, options.strict, Late::Background).await?;
         Ok(version)
     }
 
@@ -312,13 +330,24 @@ impl Client {
         let key = key.into();
         validate_key(&key)?;
         let r = self.quorum(Op::Read, options.r)?;
-        let record =
-            retry::retrying(&self.shared.options, || quorum::read(&self.shared, key.clone(), r))
-                .await?;
+        let record = self.read_retrying(key, r, Late::Background).await?;
         Ok(record.and_then(|record| {
             let value = record.visible_value(now_ms())?.clone();
             Some(Versioned { value, version: record.version })
         }))
+    }
+
+    /// Reads one key with quorum `r`, retrying retryable failures: the newest record among the
+    /// replies (tombstones and expired records included). Stale replicas are repaired, as
+    /// `late` says.
+    pub(crate) async fn read_retrying(
+        &self,
+        key: Bytes,
+        r: usize,
+        late: Late,
+    ) -> Result<Option<Record>, ClientError> {
+        let read = || quorum::read(&self.shared, key.clone(), r, late);
+        Ok(retry::retrying(&self.shared.options, read).await?)
     }
 
     /// What every replica of `key` holds right now, asked directly (node health is ignored).
@@ -381,9 +410,6 @@ impl Client {
                 let started = Instant::now();
                 let reply = replica.health_check().await;
                 let rtt = reply.is_ok().then(|| started.elapsed());
-                if let Ok(health) = &reply {
-                    self.shared.clock.observe(Timestamp(health.clock));
-                }
                 NodeStatus {
                     id: node.id.clone(),
                     addr: node.addr,

@@ -20,19 +20,22 @@
 //!
 //! Operations that miss their quorum for a retryable reason (see [`ClientError::is_retryable`])
 //! are retried with backoff; a retried write reuses its version. Writes may carry a time-to-live
-//! ([`Client::put_with_ttl`]); many keys go in one call per node with [`Client::put_many`],
-//! [`Client::get_many`] and [`Client::delete_many`] (not atomic across keys).
+//! ([`Client::put_with_ttl`]); many keys go in one call with [`Client::put_many`],
+//! [`Client::get_many`] and [`Client::delete_many`], each key through the same quorum rounds as
+//! a single operation (not atomic across keys).
 //!
 //! # Layout
 //! - [`client`]: [`Client`] and its builder: the public operations.
-//! - [`batch`]: `put_many`, `get_many`, `delete_many`: one `Batch` RPC per node, one outcome
-//!   per operation (not atomic across keys).
+//! - [`batch`]: `put_many`, `get_many`, `delete_many`: every key through the single-key rounds,
+//!   concurrently and bounded; one outcome per operation (not atomic across keys).
 //! - [`options`]: [`ClientOptions`], per-call [`ReadOptions`] and [`WriteOptions`].
-//! - [`quorum`]: the concurrent fan-out that waits for R or W replies.
+//! - [`quorum`]: the read and write rounds every operation runs: the concurrent fan-out that
+//!   waits for R or W replies, stand-ins and hints for unreachable replicas.
 //! - [`repair`]: asynchronous read repair of stale replicas.
 //! - [`retry`]: idempotent retries of retryable failures, exponential backoff with jitter.
 //! - [`replica`]: one node's channel, with deadlines and health accounting on every call.
-//! - `coalesce`: concurrent operations to one node sent together as batch RPCs.
+//! - `coalesce`: concurrent operations to one node sent together as batch RPCs: the one batcher,
+//!   with the one set of size limits.
 //! - [`error`]: [`ClientError`], [`QuorumError`] and [`ReplicaError`], carrying the numbers.
 
 #![warn(missing_docs)]

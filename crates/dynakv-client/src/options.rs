@@ -9,6 +9,9 @@ use dynakv_ring::Ring;
 /// has the next batch waiting while it answers one, and batches still form under load.
 pub const DEFAULT_RPCS_IN_FLIGHT_PER_NODE: usize = 2;
 
+/// Default of [`ClientOptions::max_concurrent_batch_ops`].
+pub const DEFAULT_MAX_CONCURRENT_BATCH_OPS: usize = 1024;
+
 /// Client-wide settings; [`ClientOptions::from_ring`] takes deadlines and limits from the ring file.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -36,6 +39,10 @@ pub struct ClientOptions {
     /// RPCs in flight to one node before further operations to it wait and are then sent
     /// together as one batch RPC; 0 sends every operation as its own RPC (no coalescing).
     pub rpcs_in_flight_per_node: usize,
+    /// Operations of one `put_many`, `get_many` or `delete_many` call in flight at once; the
+    /// rest wait their turn, so a huge batch neither floods the nodes nor holds memory for every
+    /// operation's round at once. Default 1024: enough to fill the coalescer's batch RPCs.
+    pub max_concurrent_batch_ops: usize,
 }
 
 impl ClientOptions {
@@ -53,6 +60,7 @@ impl ClientOptions {
             backoff_min_delay: Duration::from_millis(50),
             backoff_max_delay: Duration::from_secs(1),
             rpcs_in_flight_per_node: DEFAULT_RPCS_IN_FLIGHT_PER_NODE,
+            max_concurrent_batch_ops: DEFAULT_MAX_CONCURRENT_BATCH_OPS,
         }
     }
 }

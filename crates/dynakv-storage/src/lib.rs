@@ -11,16 +11,19 @@
 //! - [`memory`]: [`MemoryStorage`], an in-memory engine for tests and benchmarks.
 //! - [`store`]: [`Store`], the node's handle: one writer thread that merges, removes
 //!   conditionally, rewrites expired records and group-commits; reader threads; live key and
-//!   hint counts; paged scans.
+//!   hint counts.
+//! - [`pages`]: paged scans of a key range ([`Pages`], [`PageCursor`]): the one paging loop.
 
 #![warn(missing_docs)]
 
 pub mod engine;
 pub mod fjall_engine;
 pub mod memory;
+pub mod pages;
 pub mod store;
 
 pub use engine::{Mutation, Space, Storage, StorageError, hint_key, split_stored_key, stored_key};
 pub use fjall_engine::FjallStorage;
 pub use memory::MemoryStorage;
-pub use store::{Store, StoreOptions, WriteOutcome, next_page_start};
+pub use pages::{PageCursor, Pages, next_page_start};
+pub use store::{Store, StoreOptions, WriteOutcome};
