@@ -31,6 +31,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Run one anti-entropy round now, on one node or on each node in turn.
     Repair(RepairArgs),
+    /// Hand every hint off to its owner now, on one node or on each node in turn.
+    Handoff(RepairArgs),
     /// Stream one node's records (key, version, value or tombstone, expiry) as JSON lines.
     Dump(DumpArgs),
     /// Measure throughput and latency against a running cluster (YCSB-style workloads).
@@ -173,7 +175,7 @@ pub struct StatusArgs {
 pub struct RepairArgs {
     #[command(flatten)]
     pub ring: RingArg,
-    /// The node to run the round on [default: every node, one after another].
+    /// The node to run the pass on [default: every node, one after another].
     #[arg(long)]
     pub node: Option<String>,
     /// Print JSON instead of text.

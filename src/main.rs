@@ -7,7 +7,8 @@
 //! - `cmd::batch`: `put --batch file.jsonl`, every line checked before anything is sent.
 //! - `cmd::dump`: `dynakv dump`, one node's records as JSON lines.
 //! - `cmd::status`: `dynakv status`, the ring's health at a glance.
-//! - `cmd::repair`: `dynakv repair`, one anti-entropy round on demand.
+//! - `cmd::repair`: `dynakv repair` and `dynakv handoff`, one anti-entropy round or hint delivery
+//!   pass on demand.
 //! - `cmd::bench`: `dynakv bench` and `dynakv bench sweep`, load generation and latency charts.
 //! - `cli`: argument definitions shared by the commands.
 
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
             Command::Inspect(args) => cmd::kv::inspect(args).await,
             Command::Status(args) => cmd::status::run(args).await,
             Command::Repair(args) => cmd::repair::run(args).await,
+            Command::Handoff(args) => cmd::repair::handoff(args).await,
             Command::Dump(args) => cmd::dump::run(args).await,
             Command::Bench(args) => cmd::bench::run(*args).await,
         }

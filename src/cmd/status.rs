@@ -90,9 +90,15 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 uptime
             );
         }
-        for s in statuses.iter().filter(|s| s.reply.is_err()) {
-            if let Err(e) = &s.reply {
-                println!("  {} is down: {e}", s.id);
+        for s in &statuses {
+            match &s.reply {
+                Err(e) => println!("  {} is down: {e}", s.id),
+                Ok(r) if r.hint_failures > 0 => println!(
+                    "  {}: {} hint deliveries failed since it started (causes in its log; \
+                     `dynakv handoff --node {}` retries now)",
+                    s.id, r.hint_failures, s.id
+                ),
+                Ok(_) => {}
             }
         }
         let (n, r, w) = (replication.n, replication.r, replication.w);
@@ -127,6 +133,7 @@ fn node_json(s: &NodeStatus, share: f64) -> serde_json::Value {
         Ok(r) => {
             item["keys"] = r.keys.into();
             item["hints"] = r.hints.into();
+            item["hint_failures"] = r.hint_failures.into();
             item["ring_version"] = r.ring_version.into();
             item["uptime_s"] = r.uptime.as_secs().into();
             item["rtt_ms"] = (s.rtt.unwrap_or_default().as_secs_f64() * 1e3).into();

@@ -6,6 +6,7 @@ mod support;
 mod anti_entropy;
 mod bad_input;
 mod batches;
+mod catch_up;
 mod chaos;
 mod cli;
 mod coalescing;

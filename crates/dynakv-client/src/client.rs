@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynakv_core::{Hlc, Record, RepairReport, Version, now_ms, validate_key, validate_value};
+use dynakv_core::{
+    HandoffReport, Hlc, Record, RepairReport, Version, now_ms, validate_key, validate_value,
+};
 use dynakv_ring::{Ring, key_token};
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -161,6 +163,8 @@ pub struct NodeReport {
     pub ring_version: u64,
     /// Hints the node holds for other nodes.
     pub hints: u64,
+    /// Hints the node failed to deliver although their owner answered, since it started.
+    pub hint_failures: u64,
     /// Time since the node started.
     pub uptime: Duration,
 }
@@ -418,6 +422,7 @@ impl Client {
                         keys: h.keys,
                         ring_version: h.ring_version,
                         hints: h.hints,
+                        hint_failures: h.hint_failures,
                         uptime: Duration::from_millis(h.uptime_ms),
                     }),
                 }
@@ -428,16 +433,36 @@ impl Client {
 
     /// Runs one anti-entropy round on the node `id` now, waiting up to `deadline` for it.
     pub async fn repair(&self, id: &str, deadline: Duration) -> Result<RepairReport, ClientError> {
+        let report = self
+            .node(id)?
+            .repair(deadline)
+            .await
+            .map_err(|cause| ClientError::Node { node: id.to_string(), cause })?;
+        Ok(report.into())
+    }
+
+    /// Runs one hint delivery pass on the node `id` now, waiting up to `deadline` for it.
+    pub async fn hand_off(
+        &self,
+        id: &str,
+        deadline: Duration,
+    ) -> Result<HandoffReport, ClientError> {
+        let report = self
+            .node(id)?
+            .hand_off(deadline)
+            .await
+            .map_err(|cause| ClientError::Node { node: id.to_string(), cause })?;
+        Ok(report.into())
+    }
+
+    /// The handle on the node `id`.
+    fn node(&self, id: &str) -> Result<&Replica, ClientError> {
         let index = self
             .shared
             .ring
             .node_index(id)
             .map_err(|_| ClientError::UnknownNode(id.to_string()))?;
-        let report = self.shared.replicas[index]
-            .repair(deadline)
-            .await
-            .map_err(|cause| ClientError::Node { node: id.to_string(), cause })?;
-        Ok(report.into())
+        Ok(&self.shared.replicas[index])
     }
 
     /// This client's view of each node's health, indexed like the ring's nodes.

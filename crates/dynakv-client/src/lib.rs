@@ -54,6 +54,6 @@ pub use batch::{BatchPut, ReadResults, WriteResults};
 pub use client::{
     Client, ClientBuilder, DumpedRecord, Inspection, NodeReport, NodeStatus, ReplicaView, Versioned,
 };
-pub use dynakv_core::{HealthPolicy, NodeHealth, RepairReport};
+pub use dynakv_core::{HandoffReport, HealthPolicy, NodeHealth, RepairReport};
 pub use error::{ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome};
 pub use options::{ClientOptions, ReadOptions, WriteOptions};

@@ -162,6 +162,12 @@ impl Replica {
         self.direct(deadline, client.repair(v1::RepairRequest {})).await
     }
 
+    /// Asks the node to run one hint delivery pass now; waits up to `deadline` for its report.
+    pub async fn hand_off(&self, deadline: Duration) -> Result<v1::HandoffReport, ReplicaError> {
+        let mut client = self.link.client();
+        self.direct(deadline, client.handoff(v1::HandoffRequest {})).await
+    }
+
     /// Runs one call of its own (not coalesced) under `deadline`, recording the result in the
     /// node's health.
     async fn direct<T>(

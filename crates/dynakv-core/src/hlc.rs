@@ -3,7 +3,8 @@
 //! Clocks", OPODIS 2014).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::clock::Clock;
 
 /// Bits of a timestamp that hold the logical counter; the rest hold wall-clock milliseconds.
 const LOGICAL_BITS: u32 = 16;
@@ -34,17 +35,29 @@ impl Timestamp {
 pub struct Hlc {
     /// The last timestamp handed out or observed; a single atomic so `now` takes no lock.
     last: AtomicU64,
+    /// Where wall-clock time comes from.
+    wall: Clock,
 }
 
 impl Hlc {
-    /// A clock that has observed nothing yet.
+    /// A clock over the system time that has observed nothing yet.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A clock over `wall` that has observed nothing yet.
+    pub fn with_clock(wall: Clock) -> Self {
+        Hlc { last: AtomicU64::new(0), wall }
+    }
+
+    /// The wall clock this clock follows.
+    pub fn wall(&self) -> &Clock {
+        &self.wall
+    }
+
     /// A timestamp greater than every one this clock has returned or observed.
     pub fn now(&self) -> Timestamp {
-        let wall = Timestamp::from_millis(wall_ms()).0;
+        let wall = Timestamp::from_millis(self.wall.now_ms()).0;
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
             let next = if wall > last { wall } else { last + 1 };
@@ -66,14 +79,10 @@ impl Hlc {
     }
 }
 
-/// Milliseconds since the Unix epoch by the wall clock (0 if the clock is before 1970).
-fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::system_ms as wall_ms;
 
     #[test]
     fn never_goes_backwards() {
@@ -95,6 +104,15 @@ mod tests {
         assert!(next > future);
         assert_eq!(next.millis(), future.millis());
         assert_eq!(next.logical(), 1);
+    }
+
+    #[test]
+    fn follows_its_wall_clock() {
+        let wall = Clock::skewed(3_600_000);
+        let clock = Hlc::with_clock(wall.clone());
+        assert!(clock.now().millis() >= wall_ms() + 3_599_000);
+        wall.shift(3_600_000);
+        assert!(clock.now().millis() >= wall_ms() + 7_199_000);
     }
 
     #[test]

@@ -5,17 +5,21 @@
 //!
 //! # Layout
 //! - [`limits`]: key and value validation, the size limits and the typed [`InputError`].
+//! - [`clock`]: [`Clock`], wall-clock time that tests can shift, read by everything that decides
+//!   by time.
 //! - [`hlc`]: the hybrid logical clock ([`Hlc`], [`Timestamp`]) every writer stamps versions with.
 //! - [`version`]: [`Version`] = (timestamp, writer id), totally ordered.
 //! - [`record`]: [`Record`] (a value or a tombstone, with its version and expiry) and the
 //!   last-write-wins [`merge`] rule.
-//! - [`report`]: [`RepairReport`], what one anti-entropy round did.
+//! - [`report`]: [`RepairReport`] and [`HandoffReport`], what one anti-entropy round or hint
+//!   delivery pass did.
 //! - [`codec`]: the compact binary encoding of a record used by storage engines.
 //! - [`health`]: [`NodeHealth`], what a caller knows of a remote node's health, and its
 //!   [`HealthPolicy`] (failures before down, exponential retry).
 
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod codec;
 pub mod health;
 pub mod hlc;
@@ -24,6 +28,7 @@ pub mod record;
 pub mod report;
 pub mod version;
 
+pub use clock::Clock;
 pub use codec::CodecError;
 pub use health::{HealthPolicy, NodeHealth};
 pub use hlc::{Hlc, Timestamp};
@@ -31,5 +36,5 @@ pub use limits::{
     DEFAULT_MAX_VALUE_BYTES, InputError, MAX_KEY_BYTES, validate_key, validate_value,
 };
 pub use record::{Record, merge, now_ms};
-pub use report::RepairReport;
+pub use report::{HandoffReport, RepairReport};
 pub use version::Version;

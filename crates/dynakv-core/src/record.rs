@@ -55,11 +55,9 @@ pub fn merge<'a>(a: &'a Record, b: &'a Record) -> &'a Record {
     if b.supersedes(a) { b } else { a }
 }
 
-/// Milliseconds since the Unix epoch by the wall clock, for expiry checks.
+/// Milliseconds since the Unix epoch by the system clock, for expiry checks.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::clock::system_ms()
 }
 
 #[cfg(test)]

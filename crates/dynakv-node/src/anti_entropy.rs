@@ -7,22 +7,31 @@
 //! to exchange their versions. A digest is the XOR of a hash of (stored key, version) over the
 //! records in a span, so it is independent of scan order and of record encoding.
 //!
-//! Collection is safe because a tombstone past the grace period is left out of digests: ranges
-//! agree only when no replica holds a live record (or any newer one) for its key, and hints old
-//! enough to carry an overwritten value are dropped instead of delivered (see `hints.window_ms`).
+//! Collection is safe because:
+//! - a tombstone past the grace period is left out of digests, so ranges agree only when no
+//!   replica holds a live record (or any newer one) for its key;
+//! - a range that differed, or whose sync failed, collects nothing in that round;
+//! - before collecting, the node asks every node of the ring, replica or not, whether it holds
+//!   hints for the range ([`crate::handoff::hinted_spans`]); a range with a hint anywhere, or with
+//!   a node that cannot be asked, keeps its tombstones. Hints never expire, so no clock decides.
+//!
+//! Records that cannot be decoded are skipped, counted and logged with their key; they never stop
+//! a round.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynakv_core::{Record, RepairReport, Version, codec, now_ms};
-use dynakv_proto::v1::{self, batch_op::Op, batch_result::Result as Outcome};
+use dynakv_core::report::note_error;
+use dynakv_core::{Record, RepairReport, Version, codec};
+use dynakv_proto::v1::{self, batch_result::Result as Outcome};
 use dynakv_ring::key_token;
 use dynakv_storage::{Space, StorageError, next_page_start, split_stored_key};
 use prost::Message;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::peers::Peer;
+use crate::handoff::{hex, hinted_spans};
+use crate::peers::{OpResult, Peer, SizedOp, chunks};
 use crate::service::NodeState;
 
 /// A span holding more records than this on either side is split before versions are exchanged.
@@ -31,7 +40,7 @@ const EXCHANGE_LIMIT: u64 = 512;
 const FANOUT: u64 = 16;
 /// Deepest split below a vnode range.
 const MAX_DEPTH: u32 = 4;
-/// Records read or written per storage scan and per batch call.
+/// Records read per storage scan.
 const PAGE: usize = 512;
 
 /// A span of the ring: tokens `t` with `start < t <= end`, clockwise; `start == end` is the whole ring.
@@ -45,7 +54,7 @@ pub struct Span {
 
 impl Span {
     /// The stored-key intervals `[from, to)` the span covers (two when it wraps past zero).
-    fn key_ranges(self) -> Vec<(Bytes, Option<Bytes>)> {
+    pub(crate) fn key_ranges(self) -> Vec<(Bytes, Option<Bytes>)> {
         let key = |t: u64| Bytes::copy_from_slice(&t.to_be_bytes());
         let after = |t: u64| t.checked_add(1).map(key);
         if self.start < self.end {
@@ -98,13 +107,18 @@ pub fn collectable(record: &Record, now: u64, grace_ms: u64) -> bool {
     dead && since.saturating_add(grace_ms) < now
 }
 
-/// The digest and record count of each span.
-pub async fn digests(state: &NodeState, spans: &[Span]) -> Result<Vec<(u64, u64)>, StorageError> {
-    let (now, grace) = (now_ms(), state.ring.config().tombstones.grace_ms);
+/// The digest and record count of each span; damaged records are skipped and added to `damaged`
+/// (a round reports those its first digests met).
+pub async fn digests(
+    state: &NodeState,
+    spans: &[Span],
+    damaged: &mut u64,
+) -> Result<Vec<(u64, u64)>, StorageError> {
+    let (now, grace) = (state.wall.now_ms(), state.ring.config().tombstones.grace_ms);
     let mut out = Vec::with_capacity(spans.len());
     for span in spans {
         let (mut digest, mut count) = (0u64, 0u64);
-        for_each_record(state, *span, |stored, record| {
+        *damaged += for_each_record(state, *span, |stored, record| {
             if !collectable(record, now, grace) {
                 digest ^= entry_hash(stored, record.version);
                 count += 1;
@@ -116,30 +130,50 @@ pub async fn digests(state: &NodeState, spans: &[Span]) -> Result<Vec<(u64, u64)
     Ok(out)
 }
 
-/// The key and version of every record in `span`, tombstones included.
-pub async fn versions(
-    state: &NodeState,
-    span: Span,
-) -> Result<Vec<(Bytes, Version)>, StorageError> {
+/// One record of a span as [`versions`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyVersion {
+    /// The user key.
+    pub key: Bytes,
+    /// The stored version.
+    pub version: Version,
+    /// Bytes of the stored value (0 for a tombstone).
+    pub size: u64,
+}
+
+/// The key, version and value size of every record in `span`, tombstones included.
+pub async fn versions(state: &NodeState, span: Span) -> Result<Vec<KeyVersion>, StorageError> {
     let mut out = Vec::new();
     for_each_record(state, span, |stored, record| {
-        out.push((Bytes::copy_from_slice(&stored[8..]), record.version));
+        out.push(KeyVersion {
+            key: Bytes::copy_from_slice(&stored[8..]),
+            version: record.version,
+            size: record.value.as_ref().map_or(0, |v| v.len() as u64),
+        });
     })
     .await?;
     Ok(out)
 }
 
 /// Calls `f` with the stored key and record of every record in `span`, reading in pages.
+/// Returns how many records could not be decoded: each is skipped and logged with its key.
 async fn for_each_record(
     state: &NodeState,
     span: Span,
     mut f: impl FnMut(&[u8], &Record),
-) -> Result<(), StorageError> {
+) -> Result<u64, StorageError> {
+    let mut damaged = 0;
     for (mut from, to) in span.key_ranges() {
         loop {
             let page = state.store.scan(Space::Records, from.clone(), to.clone(), PAGE).await?;
             for (stored, bytes) in &page {
-                f(stored, &codec::decode(bytes)?);
+                match codec::decode(bytes) {
+                    Ok(record) => f(stored, &record),
+                    Err(e) => {
+                        damaged += 1;
+                        tracing::error!(node = %state.id, key = %hex(stored), error = %e, "skipping a damaged record");
+                    }
+                }
             }
             match page.last() {
                 Some((last, _)) if page.len() == PAGE => from = next_page_start(last),
@@ -147,7 +181,7 @@ async fn for_each_record(
             }
         }
     }
-    Ok(())
+    Ok(damaged)
 }
 
 /// A record's contribution to its span's digest.
@@ -171,10 +205,15 @@ pub async fn run(state: std::sync::Arc<NodeState>) {
         tokio::select! {
             _ = state.stopping.cancelled() => return,
             report = round => match report {
+                Ok(r) if r.ranges_failed > 0 || r.records_damaged > 0 => tracing::warn!(
+                    node = %state.id, compared = r.ranges_compared, differing = r.ranges_differing,
+                    failed = r.ranges_failed, damaged = r.records_damaged, errors = ?r.errors,
+                    "anti-entropy round could not sync every range"
+                ),
                 Ok(r) => tracing::info!(
                     node = %state.id, compared = r.ranges_compared, differing = r.ranges_differing,
                     sent = r.keys_sent, received = r.keys_received, collected = r.tombstones_collected,
-                    "anti-entropy round"
+                    held = r.ranges_held, "anti-entropy round"
                 ),
                 Err(e) => tracing::warn!(node = %state.id, error = %e, "anti-entropy round failed"),
             }
@@ -183,7 +222,8 @@ pub async fn run(state: std::sync::Arc<NodeState>) {
 }
 
 /// Compares every range this node replicates with each other replica of it, repairs the
-/// differences both ways, then collects tombstones in ranges where every replica agreed.
+/// differences both ways, then collects tombstones in ranges where every replica agreed and no
+/// node holds hints.
 pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
     let _one_at_a_time = state.anti_entropy.lock().await;
     let started = Instant::now();
@@ -192,7 +232,7 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
     let ranges: Vec<_> = state.ring.ranges().filter(|r| r.replicas.contains(&me)).collect();
     let spans: Vec<Span> = ranges.iter().map(|r| Span { start: r.start, end: r.end }).collect();
     let mut agreed = vec![true; ranges.len()];
-    let local = digests(state, &spans).await?;
+    let local = digests(state, &spans, &mut report.records_damaged).await?;
 
     for peer_index in 0..state.ring.nodes().len() {
         let Some(peer) = state.peers.get(peer_index) else { continue };
@@ -203,23 +243,14 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
         }
         let request =
             v1::DigestRequest { spans: shared.iter().map(|&i| spans[i].into()).collect() };
-        // A peer known to be down gets one cheap probe instead of the digest request, which
-        // could wait out a full deadline.
-        let reachable = peer.health.is_up()
-            || peer.call(|mut c| async move { c.health(v1::HealthRequest {}).await }).await.is_ok();
-        let remote = if reachable {
-            report.bytes += request.encoded_len() as u64;
-            peer.call(|mut c| async move { c.digest(request).await }).await
-        } else {
-            Err(tonic::Status::unavailable("peer is down"))
-        };
-        let remote = match remote {
-            Ok(remote)
+        report.bytes += request.encoded_len() as u64;
+        let remote = match ask(peer, |mut c| async move { c.digest(request).await }).await {
+            Some(Ok(remote))
                 if remote.digests.len() == shared.len() && remote.counts.len() == shared.len() =>
             {
                 remote
             }
-            Ok(_) | Err(_) => {
+            Some(Ok(_)) | Some(Err(_)) | None => {
                 report.unreachable.push(peer.id.clone());
                 shared.iter().for_each(|&i| agreed[i] = false);
                 continue;
@@ -236,13 +267,23 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
             agreed[i] = false;
             let mut sync = Sync { state, peer, report: &mut report };
             if let Err(e) = sync.span(spans[i], local[i].1.max(theirs.1), 0).await {
-                tracing::warn!(node = %state.id, peer = %peer.id, error = %e, "range sync failed");
+                report.ranges_failed += 1;
+                let span = spans[i];
+                tracing::warn!(node = %state.id, peer = %peer.id, start = span.start, end = span.end, error = %e, "range sync failed");
+                note_error(
+                    &mut report.errors,
+                    format_args!("{} range ({:016x}, {:016x}]: {e}", peer.id, span.start, span.end),
+                );
             }
         }
     }
 
-    let (now, grace) = (now_ms(), state.ring.config().tombstones.grace_ms);
-    for (span, _) in spans.iter().zip(&agreed).filter(|(_, agreed)| **agreed) {
+    let candidates: Vec<Span> =
+        spans.iter().zip(&agreed).filter(|(_, agreed)| **agreed).map(|(s, _)| *s).collect();
+    let held = hints_anywhere(state, &candidates, &mut report).await?;
+    report.ranges_held = held.iter().filter(|h| **h).count() as u64;
+    let (now, grace) = (state.wall.now_ms(), state.ring.config().tombstones.grace_ms);
+    for (span, _) in candidates.iter().zip(&held).filter(|(_, held)| !**held) {
         let mut dead = Vec::new();
         for_each_record(state, *span, |stored, record| {
             if collectable(record, now, grace) {
@@ -260,6 +301,47 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
     Ok(report)
 }
 
+/// Calls a peer, after one cheap health probe if it is marked down (a call to a down peer could
+/// wait out a full deadline); `None` when the probe fails too.
+async fn ask<T, F, Fut>(peer: &Peer, call: F) -> Option<Result<T, tonic::Status>>
+where
+    F: FnOnce(v1::replica_client::ReplicaClient<tonic::transport::Channel>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let reachable = peer.health.is_up()
+        || peer.call(|mut c| async move { c.health(v1::HealthRequest {}).await }).await.is_ok();
+    if reachable { Some(peer.call(call).await) } else { None }
+}
+
+/// For each span, whether any node of the ring (this one included) holds hints for it, or could
+/// not be asked: either way its tombstones must wait.
+async fn hints_anywhere(
+    state: &NodeState,
+    spans: &[Span],
+    report: &mut RepairReport,
+) -> Result<Vec<bool>, StorageError> {
+    if spans.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut held = hinted_spans(state, spans).await?;
+    for index in 0..state.ring.nodes().len() {
+        let Some(peer) = state.peers.get(index) else { continue };
+        let request = v1::HintSpansRequest { spans: spans.iter().map(|&s| s.into()).collect() };
+        report.bytes += request.encoded_len() as u64;
+        match ask(peer, |mut c| async move { c.hint_spans(request).await }).await {
+            Some(Ok(reply)) if reply.held.len() == spans.len() => {
+                report.bytes += reply.encoded_len() as u64;
+                held.iter_mut().zip(reply.held).for_each(|(h, theirs)| *h |= theirs);
+            }
+            _ => {
+                tracing::debug!(node = %state.id, peer = %peer.id, "cannot ask for hints: keeping tombstones");
+                return Ok(vec![true; spans.len()]);
+            }
+        }
+    }
+    Ok(held)
+}
+
 /// The repair of one peer's differences, span by span.
 struct Sync<'a> {
     state: &'a NodeState,
@@ -267,13 +349,15 @@ struct Sync<'a> {
     report: &'a mut RepairReport,
 }
 
-/// A failure while syncing a span: local storage, or the peer.
+/// A failure while syncing a span: local storage, the peer, or some of the records.
 #[derive(Debug, thiserror::Error)]
 enum SyncError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("peer: {0}")]
     Peer(#[from] tonic::Status),
+    #[error("{failed} of {total} records could not be synced; first: {first}")]
+    Records { failed: u64, total: u64, first: String },
 }
 
 impl Sync<'_> {
@@ -281,7 +365,7 @@ impl Sync<'_> {
     async fn span(&mut self, span: Span, records: u64, depth: u32) -> Result<(), SyncError> {
         if records > EXCHANGE_LIMIT && depth < MAX_DEPTH {
             let parts = span.split(FANOUT);
-            let local = digests(self.state, &parts).await?;
+            let local = digests(self.state, &parts, &mut 0).await?;
             let request = v1::DigestRequest { spans: parts.iter().map(|&s| s.into()).collect() };
             self.report.bytes += request.encoded_len() as u64;
             let remote = self.peer.call(|mut c| async move { c.digest(request).await }).await?;
@@ -307,94 +391,138 @@ impl Sync<'_> {
         self.report.bytes += request.encoded_len() as u64;
         let remote = self.peer.call(|mut c| async move { c.versions(request).await }).await?;
         self.report.bytes += remote.encoded_len() as u64;
-        let theirs: HashMap<Bytes, Version> =
-            remote.entries.into_iter().filter_map(|e| Some((e.key, e.version?.into()))).collect();
-        let (now, grace) = (now_ms(), self.state.ring.config().tombstones.grace_ms);
+        let theirs: HashMap<Bytes, (Version, u64)> = remote
+            .entries
+            .into_iter()
+            .filter_map(|e| Some((e.key, (e.version?.into(), e.size))))
+            .collect();
+        let (now, grace) = (self.state.wall.now_ms(), self.state.ring.config().tombstones.grace_ms);
         let mut mine: HashMap<Bytes, Record> = HashMap::new();
+        // Damaged records were counted by the round's first digests; a second count would not
+        // be news.
         for_each_record(self.state, span, |stored, record| {
             if let Some((_, key)) = split_stored_key(stored) {
                 mine.insert(Bytes::copy_from_slice(key), record.clone());
             }
         })
         .await?;
-        let pulls: Vec<Bytes> = theirs
+        let pulls: Vec<SizedOp> = theirs
             .iter()
-            .filter(|(key, version)| mine.get(*key).is_none_or(|r| r.version < **version))
-            .map(|(key, _)| key.clone())
+            .filter(|(key, (version, _))| mine.get(*key).is_none_or(|r| r.version < *version))
+            .map(|(key, &(_, size))| SizedOp::read(key.clone(), size as usize))
             .collect();
-        let pushes: Vec<(Bytes, Record)> = mine
+        let pushes: Vec<SizedOp> = mine
             .into_iter()
             .filter(|(key, record)| match theirs.get(key) {
-                Some(version) => record.version > *version,
+                Some((version, _)) => record.version > *version,
                 // Nothing there is the same as a collectable tombstone: no need to send it.
                 None => !collectable(record, now, grace),
             })
+            .map(|(key, record)| SizedOp::write(key, record))
             .collect();
-        self.pull(pulls).await?;
-        self.push(pushes).await?;
-        Ok(())
+        let total = (pulls.len() + pushes.len()) as u64;
+        let mut failures = Failures::default();
+        self.pull(pulls, &mut failures).await?;
+        self.push(pushes, &mut failures).await?;
+        match failures.first {
+            None => Ok(()),
+            Some(first) => Err(SyncError::Records { failed: failures.count, total, first }),
+        }
     }
 
-    async fn pull(&mut self, keys: Vec<Bytes>) -> Result<(), SyncError> {
-        for chunk in keys.chunks(PAGE) {
-            let ops = chunk
-                .iter()
-                .map(|key| v1::BatchOp { op: Some(Op::Read(v1::ReadRequest { key: key.clone() })) })
-                .collect();
-            let reply = self.batch(ops).await?;
+    /// Reads `ops` from the peer and offers each record to the store (the merge rule decides).
+    async fn pull(&mut self, ops: Vec<SizedOp>, failures: &mut Failures) -> Result<(), SyncError> {
+        for chunk in chunks(ops, self.peer.batch_budget()) {
+            let keys: Vec<Bytes> =
+                chunk.iter().map(|op| op_key(&op.op).unwrap_or_default()).collect();
+            let results = self.send(chunk).await?;
             let state = self.state;
             // Offered to the store all at once, so the chunk shares one group commit.
-            let writes = chunk.iter().zip(reply.results).filter_map(|(key, result)| {
-                let Some(Outcome::Read(read)) = result.result else { return None };
-                let record = read.record.and_then(|r| Record::try_from(r).ok())?;
-                state.clock.observe(record.version.timestamp);
-                Some(state.store.write(key_token(key), key, record))
-            });
+            let mut writes = Vec::with_capacity(keys.len());
+            for (key, result) in keys.iter().zip(results) {
+                match result {
+                    Ok(Outcome::Read(read)) => match read.record.map(Record::try_from) {
+                        Some(Ok(record)) => {
+                            state.clock.observe(record.version.timestamp);
+                            writes.push(state.store.write(key_token(key), key, record));
+                        }
+                        Some(Err(e)) => failures.note(format_args!("pulled record: {e}")),
+                        // Collected on the peer since it listed it: nothing to pull.
+                        None => {}
+                    },
+                    Ok(_) => failures.note("peer answered a read with another reply"),
+                    Err(status) => failures.note(format_args!("pull: {status}")),
+                }
+            }
+            let pulled = writes.len();
             for outcome in futures::future::join_all(writes).await {
                 if outcome?.applied {
                     self.report.keys_received += 1;
                 }
             }
-            self.pace(chunk.len()).await;
+            self.pace(pulled).await;
         }
         Ok(())
     }
 
-    async fn push(&mut self, records: Vec<(Bytes, Record)>) -> Result<(), SyncError> {
-        for chunk in records.chunks(PAGE) {
-            let ops = chunk
-                .iter()
-                .map(|(key, record)| v1::BatchOp {
-                    op: Some(Op::Write(v1::WriteRequest {
-                        key: key.clone(),
-                        record: Some(record.clone().into()),
-                        hint_for: String::new(),
-                    })),
-                })
-                .collect();
-            let reply = self.batch(ops).await?;
-            self.report.keys_sent += reply
-                .results
-                .iter()
-                .filter(|r| matches!(&r.result, Some(Outcome::Write(w)) if w.applied))
-                .count() as u64;
-            self.pace(chunk.len()).await;
+    /// Offers `ops` (writes of this node's newer records) to the peer.
+    async fn push(&mut self, ops: Vec<SizedOp>, failures: &mut Failures) -> Result<(), SyncError> {
+        for chunk in chunks(ops, self.peer.batch_budget()) {
+            let sent = chunk.len();
+            for result in self.send(chunk).await? {
+                match result {
+                    Ok(Outcome::Write(w)) => self.report.keys_sent += u64::from(w.applied),
+                    Ok(_) => failures.note("peer answered a write with another reply"),
+                    Err(status) => failures.note(format_args!("push: {status}")),
+                }
+            }
+            self.pace(sent).await;
         }
         Ok(())
     }
 
-    async fn batch(&mut self, ops: Vec<v1::BatchOp>) -> Result<v1::BatchResponse, SyncError> {
-        let request = v1::BatchRequest { ops };
-        self.report.bytes += request.encoded_len() as u64;
-        let reply = self.peer.call(|mut c| async move { c.batch(request).await }).await?;
-        self.report.bytes += reply.encoded_len() as u64;
-        Ok(reply)
+    /// Sends one planned chunk to the peer, counting its bytes.
+    async fn send(&mut self, chunk: Vec<SizedOp>) -> Result<Vec<OpResult>, SyncError> {
+        self.report.bytes += chunk.iter().map(|op| op.request_bytes as u64).sum::<u64>();
+        let results = self.peer.batch(chunk).await?;
+        self.report.bytes += results
+            .iter()
+            .map(|r| match r {
+                Ok(Outcome::Read(read)) => read.encoded_len(),
+                Ok(Outcome::Write(write)) => write.encoded_len(),
+                _ => 0,
+            } as u64)
+            .sum::<u64>();
+        Ok(results)
     }
 
     /// Sleeps long enough to keep to `anti_entropy.max_keys_per_sec`.
     async fn pace(&self, keys: usize) {
         let rate = self.state.ring.config().anti_entropy.max_keys_per_sec.max(1);
         tokio::time::sleep(Duration::from_secs_f64(keys as f64 / rate as f64)).await;
+    }
+}
+
+/// Records of one exchange that could not be synced: how many, and the first cause.
+#[derive(Default)]
+struct Failures {
+    count: u64,
+    first: Option<String>,
+}
+
+impl Failures {
+    fn note(&mut self, cause: impl std::fmt::Display) {
+        self.count += 1;
+        self.first.get_or_insert_with(|| cause.to_string());
+    }
+}
+
+/// The key a batch operation reads or writes.
+fn op_key(op: &v1::BatchOp) -> Option<Bytes> {
+    use v1::batch_op::Op;
+    match op.op.as_ref()? {
+        Op::Read(read) => Some(read.key.clone()),
+        Op::Write(write) => Some(write.key.clone()),
     }
 }
 

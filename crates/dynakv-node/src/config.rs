@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dynakv_core::Clock;
 use dynakv_ring::Ring;
 
 /// Which engine holds the node's records.
@@ -31,10 +32,13 @@ pub struct NodeConfig {
     pub drain_timeout: Duration,
     /// A random delay, in milliseconds, added to every replica request (for demonstrations).
     pub inject_delay_ms: Option<RangeInclusive<u64>>,
+    /// The node's wall clock: the system clock unless a test shifts it.
+    pub clock: Clock,
 }
 
 impl NodeConfig {
-    /// A configuration with the documented defaults: 2 storage reader threads, a 10 s drain.
+    /// A configuration with the documented defaults: 2 storage reader threads, a 10 s drain, the
+    /// system clock.
     pub fn new(ring: Arc<Ring>, id: impl Into<String>, storage: StorageChoice) -> Self {
         NodeConfig {
             ring,
@@ -43,6 +47,7 @@ impl NodeConfig {
             storage_readers: 2,
             drain_timeout: Duration::from_secs(10),
             inject_delay_ms: None,
+            clock: Clock::system(),
         }
     }
 }

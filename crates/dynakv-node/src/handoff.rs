@@ -1,28 +1,29 @@
 //! Hinted handoff: a node keeps records meant for unreachable replicas as hints, and hands them
 //! to their owner once it answers again. A hint is removed only after the owner acknowledged it,
 //! and only if no newer hint for the same key arrived meanwhile.
+//!
+//! Hints never expire. A hint may be the only copy of an acknowledged write (a sloppy quorum can
+//! be met by stand-ins alone), so dropping one could lose that write. Instead of a hint window
+//! judged by one node's clock, tombstone collection asks every node whether it holds hints for a
+//! range ([`hinted_spans`]) and keeps the range's tombstones until none does: a late hint can then
+//! never bring a deleted key back, whatever any clock says.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynakv_core::{Record, codec, now_ms};
-use dynakv_proto::v1::{self, batch_op::Op, batch_result::Result as Outcome};
-use dynakv_storage::{Space, next_page_start, split_stored_key};
+use dynakv_core::report::note_error;
+use dynakv_core::{HandoffReport, Version, codec};
+use dynakv_proto::v1::batch_result::Result as Outcome;
+use dynakv_storage::{Space, StorageError, next_page_start, split_stored_key};
 
+use crate::anti_entropy::Span;
+use crate::peers::{Peer, SizedOp, chunks, unreachable};
 use crate::service::NodeState;
 
-/// Hints handed off per batch call.
-const DELIVERY_BATCH: usize = 256;
-
-/// What one delivery pass did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct DeliveryStats {
-    /// Hints the owner acknowledged and that were removed.
-    pub delivered: u64,
-    /// Hints older than the hint window, removed without delivery.
-    pub dropped: u64,
-}
+/// Hints read per storage scan. Bounds the memory of a pass: a page may hold this many values.
+const SCAN_PAGE: usize = 64;
 
 /// Delivers hints every `hints.interval_ms` until the node stops.
 pub async fn run(state: Arc<NodeState>) {
@@ -39,11 +40,15 @@ pub async fn run(state: Arc<NodeState>) {
         // after their owner's ack, so an interrupted pass loses nothing).
         let pass = tokio::select! {
             _ = state.stopping.cancelled() => return,
-            pass = deliver(&state) => pass,
+            pass = deliver(&state, false) => pass,
         };
         match pass {
-            Ok(stats) if stats != DeliveryStats::default() => {
-                tracing::info!(node = %state.id, delivered = stats.delivered, dropped = stats.dropped, "hints handed off");
+            Ok(report) if report.failed > 0 => {
+                tracing::warn!(node = %state.id, delivered = report.delivered, failed = report.failed,
+                    pending = report.pending, errors = ?report.errors, "hints could not be handed off");
+            }
+            Ok(report) if report.delivered > 0 => {
+                tracing::info!(node = %state.id, delivered = report.delivered, pending = report.pending, "hints handed off");
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(node = %state.id, error = %e, "hint delivery failed"),
@@ -51,14 +56,18 @@ pub async fn run(state: Arc<NodeState>) {
     }
 }
 
-/// One pass over every hint: owners that answer get theirs; owners that are down are skipped.
-pub async fn deliver(state: &NodeState) -> Result<DeliveryStats, dynakv_storage::StorageError> {
-    let window = state.ring.config().hints.window_ms;
-    let mut stats = DeliveryStats::default();
+/// One pass over every hint: owners that answer get theirs; owners marked down are skipped,
+/// unless `try_down` (an operator asked for the pass: every owner is tried once). Hints that fail
+/// although their owner answered are kept, counted, and reported with their cause. Passes never
+/// overlap.
+pub async fn deliver(state: &NodeState, try_down: bool) -> Result<HandoffReport, StorageError> {
+    let _one_at_a_time = state.handoff.lock().await;
+    let started = Instant::now();
+    let mut report = HandoffReport { node: state.id.clone(), ..HandoffReport::default() };
     let mut from = Bytes::new();
-    loop {
-        let page = state.store.scan(Space::Hints, from.clone(), None, DELIVERY_BATCH).await?;
-        let Some((last, _)) = page.last() else { return Ok(stats) };
+    'pages: loop {
+        let page = state.store.scan(Space::Hints, from.clone(), None, SCAN_PAGE).await?;
+        let Some((last, _)) = page.last() else { break };
         from = next_page_start(last);
         let mut start = 0;
         while start < page.len() {
@@ -68,8 +77,8 @@ pub async fn deliver(state: &NodeState) -> Result<DeliveryStats, dynakv_storage:
             let hints = &page[start..end];
             start = end;
             let handed_off = match state.owner(owner).and_then(|i| state.peers.get(i)) {
-                Some(peer) if peer.health.is_up() => {
-                    hand_off(state, peer, hints, window, &mut stats).await?
+                Some(peer) if try_down || peer.health.is_up() => {
+                    hand_off(state, peer, hints, &mut report).await?
                 }
                 Some(_) => false,
                 None => {
@@ -79,58 +88,113 @@ pub async fn deliver(state: &NodeState) -> Result<DeliveryStats, dynakv_storage:
             };
             if !handed_off {
                 // Skip the rest of this owner's hints this pass; go on with the next owner.
-                let Some(next) = owner.checked_add(1) else { return Ok(stats) };
+                let Some(next) = owner.checked_add(1) else { break 'pages };
                 from = Bytes::copy_from_slice(&next.to_be_bytes());
                 break;
             }
         }
     }
+    state.hint_failures.fetch_add(report.failed, Ordering::Relaxed);
+    report.pending = state.store.pending_hints();
+    report.elapsed = started.elapsed();
+    Ok(report)
 }
 
 /// Hands one owner's hints to it; false when the owner could not be reached.
 async fn hand_off(
     state: &NodeState,
-    peer: &crate::peers::Peer,
+    peer: &Peer,
     hints: &[(Bytes, Bytes)],
-    window: u64,
-    stats: &mut DeliveryStats,
-) -> Result<bool, dynakv_storage::StorageError> {
+    report: &mut HandoffReport,
+) -> Result<bool, StorageError> {
     let mut ops = Vec::with_capacity(hints.len());
-    let mut pending = Vec::with_capacity(hints.len());
+    let mut sent: Vec<(Bytes, Version)> = Vec::with_capacity(hints.len());
     for (hint_key, bytes) in hints {
-        let record = codec::decode(bytes)?;
-        if expired_hint(&record, window) {
-            if state.store.remove_if(Space::Hints, hint_key.clone(), record.version).await?.applied
-            {
-                stats.dropped += 1;
-            }
-            continue;
-        }
-        let Some((_, key)) = split_stored_key(&hint_key[8..]) else { continue };
-        ops.push(v1::BatchOp {
-            op: Some(Op::Write(v1::WriteRequest {
-                key: Bytes::copy_from_slice(key),
-                record: Some(record.clone().into()),
-                hint_for: String::new(),
-            })),
+        let decoded = codec::decode(bytes).map_err(|e| e.to_string()).and_then(|record| {
+            let (_, key) = split_stored_key(&hint_key[8..]).ok_or("hint key is too short")?;
+            Ok((Bytes::copy_from_slice(key), record))
         });
-        pending.push((hint_key.clone(), record));
+        match decoded {
+            Ok((key, record)) => {
+                sent.push((hint_key.clone(), record.version));
+                ops.push(SizedOp::write(key, record));
+            }
+            Err(e) => {
+                report.failed += 1;
+                note_error(&mut report.errors, format!("damaged hint {}: {e}", hex(hint_key)));
+            }
+        }
     }
-    if ops.is_empty() {
-        return Ok(true);
-    }
-    let Ok(reply) = peer.call(|mut c| async move { c.batch(v1::BatchRequest { ops }).await }).await
-    else {
-        return Ok(false);
-    };
-    for ((hint_key, record), result) in pending.into_iter().zip(reply.results) {
-        if matches!(result.result, Some(Outcome::Write(_)))
-            && state.store.remove_if(Space::Hints, hint_key, record.version).await?.applied
-        {
-            stats.delivered += 1;
+    let mut sent = sent.into_iter();
+    for chunk in chunks(ops, peer.batch_budget()) {
+        let chunk_hints: Vec<_> = sent.by_ref().take(chunk.len()).collect();
+        let results = match peer.batch(chunk).await {
+            Ok(results) => results,
+            Err(status) if unreachable(&status) => return Ok(false),
+            Err(status) => {
+                report.failed += chunk_hints.len() as u64;
+                note_error(&mut report.errors, format!("{} refused hints: {status}", peer.id));
+                continue;
+            }
+        };
+        for ((hint_key, version), result) in chunk_hints.into_iter().zip(results) {
+            match result {
+                // Applied or not, the owner now holds this version or a newer one.
+                Ok(Outcome::Write(_)) => {
+                    if state.store.remove_if(Space::Hints, hint_key, version).await?.applied {
+                        report.delivered += 1;
+                    }
+                }
+                Ok(_) => {
+                    report.failed += 1;
+                    note_error(&mut report.errors, format!("{} answered a hint oddly", peer.id));
+                }
+                Err(status) => {
+                    report.failed += 1;
+                    note_error(
+                        &mut report.errors,
+                        format!("{} refused hint {}: {status}", peer.id, hex(&hint_key)),
+                    );
+                }
+            }
         }
     }
     Ok(true)
+}
+
+/// For each span, whether this node holds a hint (for any owner) for a key whose token is in it.
+/// A scan of at most one entry per owner held and span: cheap, and free when no hint is held.
+pub async fn hinted_spans(state: &NodeState, spans: &[Span]) -> Result<Vec<bool>, StorageError> {
+    let mut held = vec![false; spans.len()];
+    if state.store.pending_hints() == 0 {
+        return Ok(held);
+    }
+    let mut from = Bytes::new();
+    loop {
+        // The next owner this node holds hints for.
+        let first = state.store.scan(Space::Hints, from, None, 1).await?;
+        let Some((key, _)) = first.first() else { return Ok(held) };
+        let owner = owner_of(key);
+        let prefixed = |tail: &[u8]| {
+            let mut out = owner.to_be_bytes().to_vec();
+            out.extend_from_slice(tail);
+            Bytes::from(out)
+        };
+        let next_owner = owner.checked_add(1).map(|o| Bytes::copy_from_slice(&o.to_be_bytes()));
+        for (i, span) in spans.iter().enumerate() {
+            for (lo, hi) in span.key_ranges() {
+                if held[i] {
+                    break;
+                }
+                let hi = hi.map(|hi| prefixed(&hi)).or_else(|| next_owner.clone());
+                held[i] = !state.store.scan(Space::Hints, prefixed(&lo), hi, 1).await?.is_empty();
+            }
+        }
+        match next_owner {
+            Some(next) => from = next,
+            None => return Ok(held),
+        }
+    }
 }
 
 /// The owner hash a hint's stored key starts with.
@@ -138,8 +202,12 @@ fn owner_of(hint_key: &[u8]) -> u64 {
     hint_key.get(..8).map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
 }
 
-/// True when a hint's write is older than the hint window: delivering it could bring back a key
-/// whose tombstone has been collected since.
-fn expired_hint(record: &Record, window_ms: u64) -> bool {
-    record.version.timestamp.millis().saturating_add(window_ms) < now_ms()
+/// The start of a stored key as hex, for logs: keys may be binary and long, and values are never
+/// logged.
+pub(crate) fn hex(key: &[u8]) -> String {
+    let mut out: String = key.iter().take(40).map(|b| format!("{b:02x}")).collect();
+    if key.len() > 40 {
+        out.push_str("...");
+    }
+    out
 }

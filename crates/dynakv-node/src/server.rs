@@ -68,7 +68,8 @@ impl Node {
             index,
             ring: config.ring.clone(),
             store,
-            clock: Hlc::new(),
+            clock: Hlc::with_clock(config.clock.clone()),
+            wall: config.clock.clone(),
             started: Instant::now(),
             peers: Peers::new(&config.ring, index, max)?,
             owners: config
@@ -79,6 +80,8 @@ impl Node {
                 .map(|(i, n)| (owner_hash(&n.id), i))
                 .collect(),
             anti_entropy: tokio::sync::Mutex::new(()),
+            handoff: tokio::sync::Mutex::new(()),
+            hint_failures: Default::default(),
             inject_delay: config.inject_delay_ms.clone(),
             stopping: CancellationToken::new(),
             tasks: TaskTracker::new(),

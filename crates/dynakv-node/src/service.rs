@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dynakv_core::{Hlc, Record, validate_key, validate_value};
+use dynakv_core::{Clock, Hlc, Record, validate_key, validate_value};
 use dynakv_proto::v1::{self, replica_server::Replica};
 use dynakv_ring::{NodeIndex, Ring, key_token};
 use dynakv_storage::{StorageError, Store};
@@ -15,6 +16,7 @@ use tonic::{Request, Response, Status};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::anti_entropy::{self, Span};
+use crate::handoff;
 use crate::peers::Peers;
 
 use crate::dump;
@@ -39,6 +41,8 @@ pub struct NodeState {
     pub store: Store,
     /// Observes every version the node stores, so its health replies let callers move past them.
     pub clock: Hlc,
+    /// Wall-clock time for expiry, tombstone grace and sweeps (the HLC follows it too).
+    pub wall: Clock,
     /// When the node started, for uptime.
     pub started: Instant,
     /// Channels to the other nodes, for hint delivery and anti-entropy.
@@ -47,6 +51,10 @@ pub struct NodeState {
     pub owners: HashMap<u64, NodeIndex>,
     /// Held while an anti-entropy round runs, so rounds never overlap.
     pub anti_entropy: tokio::sync::Mutex<()>,
+    /// Held while a hint delivery pass runs, so passes never overlap.
+    pub handoff: tokio::sync::Mutex<()>,
+    /// Hints whose delivery failed although their owner answered, since the node started.
+    pub hint_failures: AtomicU64,
     /// A random delay added to every replica request, for demonstrations of slow nodes.
     pub inject_delay: Option<RangeInclusive<u64>>,
     /// Cancelled when the node starts shutting down; background tasks stop on it.
@@ -213,13 +221,16 @@ impl NodeState {
             keys: self.store.live_keys(),
             clock: self.clock.now().0,
             hints: self.store.pending_hints(),
+            hint_failures: self.hint_failures.load(Ordering::Relaxed),
         }
     }
 
     /// Digests of this node's records in each span.
     pub async fn digest(&self, request: v1::DigestRequest) -> Result<v1::DigestResponse, Status> {
         let spans: Vec<Span> = request.spans.into_iter().map(Span::from).collect();
-        let digests = anti_entropy::digests(self, &spans).await.map_err(storage_status)?;
+        let mut damaged = 0;
+        let digests =
+            anti_entropy::digests(self, &spans, &mut damaged).await.map_err(storage_status)?;
         Ok(v1::DigestResponse {
             digests: digests.iter().map(|d| d.0).collect(),
             counts: digests.iter().map(|d| d.1).collect(),
@@ -238,9 +249,19 @@ impl NodeState {
             .await
             .map_err(storage_status)?
             .into_iter()
-            .map(|(key, version)| v1::KeyVersion { key, version: Some(version.into()) })
+            .map(|e| v1::KeyVersion { key: e.key, version: Some(e.version.into()), size: e.size })
             .collect();
         Ok(v1::VersionsResponse { entries, ring_version: self.ring.version() })
+    }
+
+    /// For each span, whether this node holds hints for a key in it.
+    pub async fn hint_spans(
+        &self,
+        request: v1::HintSpansRequest,
+    ) -> Result<v1::HintSpansResponse, Status> {
+        let spans: Vec<Span> = request.spans.into_iter().map(Span::from).collect();
+        let held = handoff::hinted_spans(self, &spans).await.map_err(storage_status)?;
+        Ok(v1::HintSpansResponse { held, ring_version: self.ring.version() })
     }
 }
 
@@ -296,6 +317,21 @@ impl Replica for ReplicaService {
         _request: Request<v1::RepairRequest>,
     ) -> Result<Response<v1::RepairReport>, Status> {
         let report = anti_entropy::round(&self.state).await.map_err(storage_status)?;
+        Ok(Response::new(report.into()))
+    }
+
+    async fn hint_spans(
+        &self,
+        request: Request<v1::HintSpansRequest>,
+    ) -> Result<Response<v1::HintSpansResponse>, Status> {
+        self.state.hint_spans(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn handoff(
+        &self,
+        _request: Request<v1::HandoffRequest>,
+    ) -> Result<Response<v1::HandoffReport>, Status> {
+        let report = handoff::deliver(&self.state, true).await.map_err(storage_status)?;
         Ok(Response::new(report.into()))
     }
 

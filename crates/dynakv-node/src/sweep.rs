@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dynakv_core::{codec, now_ms};
+use dynakv_core::codec;
 use dynakv_storage::{Space, StorageError, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -46,10 +46,11 @@ pub async fn run(state: Arc<NodeState>, interval: Duration) {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if now_ms() < state.store.next_expiry_ms() {
+        let now = state.wall.now_ms();
+        if now < state.store.next_expiry_ms() {
             continue;
         }
-        match sweep_once(&state.store, stop).await {
+        match sweep_once(&state.store, now, stop).await {
             Ok(report) if report.expired > 0 => {
                 tracing::debug!(node = %state.id, scanned = report.scanned, expired = report.expired, "ttl sweep");
             }
@@ -59,14 +60,16 @@ pub async fn run(state: Arc<NodeState>, interval: Duration) {
     }
 }
 
-/// One pass over the whole store, page by page; stops early once `stop` is cancelled. Also
-/// recomputes when the next stored value expires, so passes before then can be skipped.
+/// One pass over the whole store, page by page, expiring what has expired at `now` (Unix ms);
+/// stops early once `stop` is cancelled. Also recomputes when the next stored value expires, so
+/// passes before then can be skipped.
 pub async fn sweep_once(
     store: &Store,
+    now: u64,
     stop: &CancellationToken,
 ) -> Result<SweepReport, StorageError> {
     store.begin_expiry_pass();
-    let outcome = pass(store, stop).await;
+    let outcome = pass(store, now, stop).await;
     if outcome.is_err() || stop.is_cancelled() {
         // An unfinished pass saw only part of the store: the next expiry is unknown.
         store.note_expiry(0);
@@ -75,8 +78,11 @@ pub async fn sweep_once(
 }
 
 /// The body of [`sweep_once`].
-async fn pass(store: &Store, stop: &CancellationToken) -> Result<SweepReport, StorageError> {
-    let now = now_ms();
+async fn pass(
+    store: &Store,
+    now: u64,
+    stop: &CancellationToken,
+) -> Result<SweepReport, StorageError> {
     let mut report = SweepReport::default();
     let mut pages = store.pages(Space::Records, Bytes::new(), None, SWEEP_PAGE);
     while !stop.is_cancelled() {
@@ -111,7 +117,7 @@ fn expiry(value: &[u8]) -> Result<Option<(dynakv_core::Version, u64)>, dynakv_co
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dynakv_core::{Record, Timestamp, Version};
+    use dynakv_core::{Record, Timestamp, Version, now_ms};
     use dynakv_storage::{MemoryStorage, StoreOptions};
 
     #[tokio::test]
@@ -131,14 +137,14 @@ mod tests {
         }
         store.write(total, b"gone", Record::tombstone(version)).await.unwrap();
         let live = store.live_keys();
-        let report = sweep_once(&store, &CancellationToken::new()).await.unwrap();
+        let report = sweep_once(&store, now_ms(), &CancellationToken::new()).await.unwrap();
         let expected = total.div_ceil(3);
         assert_eq!(report, SweepReport { scanned: total + 1, expired: expected });
         assert_eq!(store.live_keys(), live - expected);
         let swept = store.read(0, b"k").await.unwrap().unwrap();
         assert_eq!(swept, Record { version, value: None, expires_at_ms: past });
         assert_eq!(store.next_expiry_ms(), u64::MAX, "the rest expire at the end of time");
-        let again = sweep_once(&store, &CancellationToken::new()).await.unwrap();
+        let again = sweep_once(&store, now_ms(), &CancellationToken::new()).await.unwrap();
         assert_eq!(again.expired, 0, "a swept record is not swept twice");
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use dynakv_core::{Record, RepairReport, Timestamp, Version};
+use dynakv_core::{HandoffReport, Record, RepairReport, Timestamp, Version};
 
 use crate::v1;
 
@@ -63,6 +63,10 @@ impl From<RepairReport> for v1::RepairReport {
             millis: r.elapsed.as_millis() as u64,
             tombstones_collected: r.tombstones_collected,
             unreachable: r.unreachable,
+            ranges_failed: r.ranges_failed,
+            errors: r.errors,
+            ranges_held: r.ranges_held,
+            records_damaged: r.records_damaged,
         }
     }
 }
@@ -78,6 +82,36 @@ impl From<v1::RepairReport> for RepairReport {
             bytes: r.bytes,
             tombstones_collected: r.tombstones_collected,
             unreachable: r.unreachable,
+            ranges_failed: r.ranges_failed,
+            errors: r.errors,
+            ranges_held: r.ranges_held,
+            records_damaged: r.records_damaged,
+            elapsed: Duration::from_millis(r.millis),
+        }
+    }
+}
+
+impl From<HandoffReport> for v1::HandoffReport {
+    fn from(r: HandoffReport) -> Self {
+        v1::HandoffReport {
+            node_id: r.node,
+            delivered: r.delivered,
+            failed: r.failed,
+            pending: r.pending,
+            millis: r.elapsed.as_millis() as u64,
+            errors: r.errors,
+        }
+    }
+}
+
+impl From<v1::HandoffReport> for HandoffReport {
+    fn from(r: v1::HandoffReport) -> Self {
+        HandoffReport {
+            node: r.node_id,
+            delivered: r.delivered,
+            failed: r.failed,
+            pending: r.pending,
+            errors: r.errors,
             elapsed: Duration::from_millis(r.millis),
         }
     }

@@ -22,8 +22,8 @@
 //! cache_mb = 256        # block cache of the storage engine (default 256 MiB)
 //!
 //! [hints]
-//! interval_ms = 1000         # how often a node tries to hand its hints off (default 1 s)
-//! window_ms = 10800000       # hints older than this are dropped, not delivered (default 3 h)
+//! interval_ms = 1000         # how often a node tries to hand its hints off (default 1 s);
+//!                            # hints are kept until delivered, however long that takes
 //!
 //! [anti_entropy]
 //! enabled = true             # periodic Merkle-digest comparison with co-replicas (default on)
@@ -31,7 +31,7 @@
 //! max_keys_per_sec = 20000   # rate limit on keys a round streams (default 20,000)
 //!
 //! [tombstones]
-//! grace_ms = 21600000        # tombstones are kept at least this long (default 6 h; > hints.window_ms)
+//! grace_ms = 21600000        # tombstones are kept at least this long (default 6 h)
 //! [ttl]
 //! sweep_interval_ms = 2000    # how often each node rewrites expired records as tombstones (default 2000)
 //!
@@ -159,21 +159,18 @@ pub enum SyncPolicy {
     Always,
 }
 
-/// Hinted handoff: how often hints are delivered and how long they are kept.
+/// Hinted handoff: how often hints are delivered. Hints never expire: one may be the only copy
+/// of an acknowledged write, and tombstones wait for every node's hints instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HintSettings {
     /// Milliseconds between delivery attempts.
     pub interval_ms: u64,
-    /// Hints whose write is older than this many milliseconds are dropped instead of delivered,
-    /// so a hint can never bring back a key whose tombstone has since been collected. Must be
-    /// shorter than `tombstones.grace_ms`; anti-entropy repairs what a dropped hint carried.
-    pub window_ms: u64,
 }
 
 impl Default for HintSettings {
     fn default() -> Self {
-        HintSettings { interval_ms: 1000, window_ms: 3 * 3600 * 1000 }
+        HintSettings { interval_ms: 1000 }
     }
 }
 
@@ -200,7 +197,8 @@ impl Default for AntiEntropySettings {
 #[serde(default, deny_unknown_fields)]
 pub struct TombstoneSettings {
     /// Milliseconds a tombstone (or expired record) is kept at least. It is collected after that
-    /// only once an anti-entropy round has found every replica of its range in agreement.
+    /// only once an anti-entropy round has found every replica of its range in agreement and no
+    /// node holding hints for the range.
     pub grace_ms: u64,
 }
 
@@ -308,13 +306,6 @@ impl RingConfig {
                 return Err(RingError::Setting { name, value, range: "at least 1" });
             }
         }
-        if self.hints.window_ms >= self.tombstones.grace_ms {
-            return Err(RingError::Setting {
-                name: "hints.window_ms",
-                value: self.hints.window_ms,
-                range: "less than tombstones.grace_ms",
-            });
-        }
         if self.limits.max_value_bytes > MAX_VALUE_BYTES_LIMIT {
             return Err(RingError::Setting {
                 name: "limits.max_value_bytes",
@@ -360,7 +351,7 @@ mod tests {
         assert_eq!(config.limits.max_value_bytes, 1024 * 1024);
         assert_eq!(config.storage.sync, SyncPolicy::Os);
         assert!(config.anti_entropy.enabled);
-        assert!(config.hints.window_ms < config.tombstones.grace_ms);
+        assert_eq!(config.hints.interval_ms, 1000);
         assert_eq!(config.ttl.sweep_interval_ms, 2000);
     }
 
@@ -379,11 +370,7 @@ mod tests {
         let two_nodes = GOOD.split("[[nodes]]").take(3).collect::<Vec<_>>().join("[[nodes]]");
         assert!(msg(RingConfig::parse(&two_nodes)).contains("n = 3 but the ring has only 2 nodes"));
         assert!(msg(RingConfig::parse("not toml at all")).contains("malformed ring file"));
-        let hints_outlive_tombstones =
-            format!("{GOOD}\n[hints]\nwindow_ms = 100\n[tombstones]\ngrace_ms = 100\n");
-        assert!(
-            msg(RingConfig::parse(&hints_outlive_tombstones))
-                .contains("less than tombstones.grace_ms")
-        );
+        let hint_window = format!("{GOOD}\n[hints]\nwindow_ms = 100\n");
+        assert!(msg(RingConfig::parse(&hint_window)).contains("unknown field `window_ms`"));
     }
 }

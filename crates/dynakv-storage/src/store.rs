@@ -328,9 +328,12 @@ fn count(
     let mut cursor = PageCursor::new(Bytes::new(), None, 4096);
     while let Some((from, to)) = cursor.next_bounds() {
         let page = engine.scan(space, &from, to.as_deref(), cursor.page_size())?;
-        for (_, value) in &page {
-            if counted(codec::decode_meta(value)?.1) {
-                total += 1;
+        for (key, value) in &page {
+            match codec::decode_meta(value) {
+                Ok((_, tombstone)) => total += i64::from(counted(tombstone)),
+                // A damaged record must not keep the node from starting: anti-entropy skips it
+                // too, and the next write of the key replaces it.
+                Err(e) => tracing::error!(?space, key = ?key, error = %e, "damaged record at open"),
             }
         }
         cursor.advance(&page);
@@ -468,11 +471,17 @@ impl Writer {
             return Ok(*meta);
         }
         let meta = match self.engine.get(space, key)? {
-            Some(bytes) => {
-                let (version, tombstone) = codec::decode_meta(&bytes)?;
-                let expires_at_ms = codec::decode_expires_at(&bytes)?;
-                Some(Meta { version, tombstone, expires_at_ms })
-            }
+            Some(bytes) => match (codec::decode_meta(&bytes), codec::decode_expires_at(&bytes)) {
+                (Ok((version, tombstone)), Ok(expires_at_ms)) => {
+                    Some(Meta { version, tombstone, expires_at_ms })
+                }
+                // Nothing can be read from a damaged record, so any write may replace it: that
+                // is how repair heals it. It is not counted as live.
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(?space, key = ?key, error = %e, "replacing a damaged record");
+                    None
+                }
+            },
             None => None,
         };
         if let Some(versions) = &mut self.versions {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynakv_client::{Client, ClientOptions};
-use dynakv_core::Record;
+use dynakv_core::{Clock, Record};
 use dynakv_node::{Node, NodeConfig, StorageChoice};
 use dynakv_ring::Ring;
 use tempfile::TempDir;
@@ -32,7 +32,9 @@ pub fn ring_text_with(addrs: &[SocketAddr], n: usize, r: usize, w: usize, extra:
     // Periodic anti-entropy stays off unless the test configures it.
     let quiet = if extra.contains("[anti_entropy]") { "" } else { QUIET };
     let extra = format!("{extra}\n{quiet}");
-    let mut text = format!("vnodes = 32\n{extra}\n[replication]\nn = {n}\nr = {r}\nw = {w}\n");
+    // 32 tokens per node unless the extras set their own (before any table).
+    let vnodes = if extra.contains("vnodes") { "" } else { "vnodes = 32\n" };
+    let mut text = format!("{vnodes}{extra}\n[replication]\nn = {n}\nr = {r}\nw = {w}\n");
     for (i, addr) in addrs.iter().enumerate() {
         text += &format!("[[nodes]]\nid = \"n{}\"\naddr = \"{addr}\"\n", i + 1);
     }
@@ -64,6 +66,8 @@ struct TestNode {
     /// The node's address in the ring.
     proxy: Proxy,
     data_dir: PathBuf,
+    /// The node's wall clock, kept across restarts; a test shifts it while the node runs.
+    clock: Clock,
     /// Present while the node runs.
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
@@ -113,6 +117,7 @@ impl TestCluster {
                     addr,
                     proxy,
                     data_dir: dir.path().join(format!("n{}", i + 1)),
+                    clock: Clock::system(),
                     running: None,
                 })
                 .collect(),
@@ -132,11 +137,12 @@ impl TestCluster {
 
     fn serve(&mut self, i: usize, listener: TcpListener) {
         let node = &mut self.nodes[i];
-        let config = NodeConfig::new(
+        let mut config = NodeConfig::new(
             Arc::new(self.ring.clone()),
             format!("n{}", i + 1),
             StorageChoice::Fjall(node.data_dir.clone()),
         );
+        config.clock = node.clock.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             Node::serve(listener, config, async {
@@ -179,6 +185,25 @@ impl TestCluster {
         };
         self.serve(i, listener);
         self.nodes[i].proxy.reopen().await;
+    }
+
+    /// Node `i`'s wall clock: shifting it moves the running node's time (and survives restarts).
+    pub fn clock(&self, i: usize) -> &Clock {
+        &self.nodes[i].clock
+    }
+
+    /// Node `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> &Path {
+        &self.nodes[i].data_dir
+    }
+
+    /// Rewrites the ring file with other settings (same nodes and addresses); nodes started or
+    /// restarted from now on use it, and clients made from now on too.
+    pub fn reconfigure(&mut self, n: usize, r: usize, w: usize, extra: &str) {
+        let addrs: Vec<_> = self.nodes.iter().map(|node| node.proxy.addr).collect();
+        let text = ring_text_with(&addrs, n, r, w, extra);
+        std::fs::write(self.ring_path(), &text).unwrap();
+        self.ring = Ring::parse(&text).expect("valid test ring");
     }
 
     /// Injects a fault between node `i` and everyone else (clients and peers).
