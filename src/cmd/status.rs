@@ -17,15 +17,17 @@ struct QuorumCheck {
     share_below: f64,
 }
 
-fn check_quorum(ring: &Ring, up: &[bool]) -> QuorumCheck {
+/// `up`: the node answers (it can serve reads); `writable`: and its storage takes writes.
+fn check_quorum(ring: &Ring, up: &[bool], writable: &[bool]) -> QuorumCheck {
     let replication = ring.replication();
     let mut check = QuorumCheck { ranges: 0, below_read: 0, below_write: 0, share_below: 0.0 };
     for range in ring.ranges() {
         let live = range.replicas.iter().filter(|&&node| up[node]).count();
+        let takes_writes = range.replicas.iter().filter(|&&node| writable[node]).count();
         check.ranges += 1;
         check.below_read += usize::from(live < replication.r);
-        check.below_write += usize::from(live < replication.w);
-        if live < replication.r.max(replication.w) {
+        check.below_write += usize::from(takes_writes < replication.w);
+        if live < replication.r || takes_writes < replication.w {
             check.share_below += range.share();
         }
     }
@@ -39,8 +41,10 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     client.node_statuses().await;
     let statuses = client.node_statuses().await;
     let up: Vec<bool> = statuses.iter().map(|s| s.reply.is_ok()).collect();
+    let writable: Vec<bool> =
+        statuses.iter().map(|s| s.reply.as_ref().is_ok_and(|r| r.degraded.is_none())).collect();
     let shares = ring.primary_shares();
-    let check = check_quorum(&ring, &up);
+    let check = check_quorum(&ring, &up, &writable);
     let healthy = check.below_read == 0 && check.below_write == 0;
     let replication = ring.replication();
 
@@ -62,13 +66,13 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!(
-            "{:<8} {:<21} {:<5} {:>8} {:>6} {:>10} {:>8} {:>5} {:>10}",
+            "{:<8} {:<21} {:<8} {:>8} {:>6} {:>10} {:>8} {:>5} {:>10}",
             "NODE", "ADDRESS", "STATE", "RTT", "OWNS", "KEYS", "HINTS", "RING", "UPTIME"
         );
         for (s, share) in statuses.iter().zip(&shares) {
             let (state, rtt, keys, hints, ring_version, uptime) = match &s.reply {
                 Ok(r) => (
-                    "UP",
+                    if r.degraded.is_some() { "DEGRADED" } else { "UP" },
                     format!("{:.2}ms", s.rtt.unwrap_or_default().as_secs_f64() * 1e3),
                     r.keys.to_string(),
                     r.hints.to_string(),
@@ -78,7 +82,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 Err(_) => ("DOWN", "-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
             };
             println!(
-                "{:<8} {:<21} {:<5} {:>8} {:>5.1}% {:>10} {:>8} {:>5} {:>10}",
+                "{:<8} {:<21} {:<8} {:>8} {:>5.1}% {:>10} {:>8} {:>5} {:>10}",
                 s.id,
                 s.addr.to_string(),
                 state,
@@ -93,6 +97,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         for s in &statuses {
             match &s.reply {
                 Err(e) => println!("  {} is down: {e}", s.id),
+                Ok(r) if r.degraded.is_some() => println!(
+                    "  {} is degraded, refusing writes (reads go on): {}",
+                    s.id,
+                    r.degraded.as_deref().unwrap_or_default()
+                ),
                 Ok(r) if r.hint_failures > 0 => println!(
                     "  {}: {} hint deliveries failed since it started (causes in its log; \
                      `dynakv handoff --node {}` retries now)",
@@ -104,12 +113,12 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let (n, r, w) = (replication.n, replication.r, replication.w);
         if healthy {
             println!(
-                "quorum: OK: every one of {} ranges has at least R={r} and W={w} live replicas of N={n}",
+                "quorum: OK: every one of {} ranges has at least R={r} live and W={w} writable replicas of N={n}",
                 check.ranges
             );
         } else {
             println!(
-                "quorum: DEGRADED: {} of {} ranges ({:.1}% of keys) below R={r} or W={w} live replicas of N={n} \
+                "quorum: DEGRADED: {} of {} ranges ({:.1}% of keys) below R={r} live or W={w} writable replicas of N={n} \
                  ({} below R, {} below W)",
                 check.below_read.max(check.below_write),
                 check.ranges,
@@ -134,11 +143,14 @@ fn node_json(s: &NodeStatus, share: f64) -> serde_json::Value {
             item["keys"] = r.keys.into();
             item["hints"] = r.hints.into();
             item["hint_failures"] = r.hint_failures.into();
+            item["state"] = if r.degraded.is_some() { "degraded" } else { "up" }.into();
+            item["degraded"] = r.degraded.clone().into();
             item["ring_version"] = r.ring_version.into();
             item["uptime_s"] = r.uptime.as_secs().into();
             item["rtt_ms"] = (s.rtt.unwrap_or_default().as_secs_f64() * 1e3).into();
         }
         Err(e) => {
+            item["state"] = "down".into();
             item["keys"] = serde_json::Value::Null;
             item["hints"] = serde_json::Value::Null;
             item["error"] = e.to_string().into();

@@ -165,6 +165,8 @@ pub struct NodeReport {
     pub hints: u64,
     /// Hints the node failed to deliver although their owner answered, since it started.
     pub hint_failures: u64,
+    /// Why the node's storage refuses writes (disk full, I/O error); `None` while it takes them.
+    pub degraded: Option<String>,
     /// Time since the node started.
     pub uptime: Duration,
 }
@@ -423,6 +425,7 @@ impl Client {
                         ring_version: h.ring_version,
                         hints: h.hints,
                         hint_failures: h.hint_failures,
+                        degraded: Some(h.degraded).filter(|cause| !cause.is_empty()),
                         uptime: Duration::from_millis(h.uptime_ms),
                     }),
                 }

@@ -9,16 +9,19 @@ use dynakv_core::Clock;
 use dynakv_ring::Ring;
 
 /// Which engine holds the node's records.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum StorageChoice {
     /// The persistent fjall engine in this directory (created if missing).
     Fjall(PathBuf),
     /// In memory only: nothing survives the process. For tests and benchmarks.
     Memory,
+    /// An engine the caller built, such as a [`dynakv_storage::FaultyStorage`] for failure
+    /// tests. No free-space reserve applies: there is no data directory to measure.
+    Engine(Arc<dyn dynakv_storage::Storage>),
 }
 
 /// A node's start-up configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeConfig {
     /// The ring this node serves; the node's own entry gives its id.
     pub ring: Arc<Ring>,

@@ -149,6 +149,9 @@ async fn hand_off(
                     report.failed += 1;
                     note_error(&mut report.errors, format!("{} answered a hint oddly", peer.id));
                 }
+                // The owner cannot take writes now (its disk is full or failing): it is not
+                // ready, like an owner that is down. Try again next pass.
+                Err(status) if owner_not_ready(&status) => return Ok(false),
                 Err(status) => {
                     report.failed += 1;
                     note_error(
@@ -195,6 +198,11 @@ pub async fn hinted_spans(state: &NodeState, spans: &[Span]) -> Result<Vec<bool>
             None => return Ok(held),
         }
     }
+}
+
+/// True when an owner refused a hint because it cannot take writes at the moment.
+fn owner_not_ready(status: &tonic::Status) -> bool {
+    matches!(status.code(), tonic::Code::ResourceExhausted | tonic::Code::Unavailable)
 }
 
 /// The owner hash a hint's stored key starts with.

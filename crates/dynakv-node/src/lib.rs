@@ -12,6 +12,7 @@
 //! - [`handoff`]: delivery of hints to their owners once they answer again.
 //! - [`anti_entropy`]: Merkle-digest comparison with co-replicas, repair, tombstone collection.
 //! - [`sweep`]: the TTL sweep, rewriting expired records as tombstones of the same version.
+//! - [`disk`]: the disk watch: the free-space reserve, and recovery of failed storage in place.
 //! - [`dump`]: the `Dump` stream of a node's records for operators, paged out of storage.
 //! - [`error`]: [`NodeError`], why a node could not start.
 
@@ -19,6 +20,7 @@
 
 pub mod anti_entropy;
 pub mod config;
+pub mod disk;
 pub mod dump;
 pub mod error;
 pub mod handoff;

@@ -17,7 +17,7 @@ use crate::config::{NodeConfig, StorageChoice};
 use crate::error::NodeError;
 use crate::peers::Peers;
 use crate::service::{NodeState, ReplicaService, max_message_bytes, owner_hash};
-use crate::{anti_entropy, handoff, sweep};
+use crate::{anti_entropy, disk, handoff, sweep};
 
 /// Concurrent requests one connection may carry.
 const MAX_STREAMS_PER_CONNECTION: u32 = 16 * 1024;
@@ -31,7 +31,7 @@ pub struct Node;
 
 impl Node {
     /// Serves the node on `listener` until `shutdown` completes, then stops background tasks (hint
-    /// delivery, anti-entropy, the TTL sweep, dump streams), drains open connections and closes
+    /// delivery, anti-entropy, the TTL sweep, the disk watch, dump streams), drains open connections and closes
     /// storage. Storage is opened
     /// before the first request is accepted.
     pub async fn serve(
@@ -52,6 +52,11 @@ impl Node {
                 .map(|e| Arc::new(e) as Arc<dyn Storage>)?
             }
             StorageChoice::Memory => Arc::new(MemoryStorage::new()),
+            StorageChoice::Engine(engine) => engine.clone(),
+        };
+        let data_dir = match &config.storage {
+            StorageChoice::Fjall(dir) => Some(dir.clone()),
+            StorageChoice::Memory | StorageChoice::Engine(_) => None,
         };
         let options = StoreOptions {
             sync: config.ring.config().storage.sync == SyncPolicy::Always,
@@ -70,6 +75,7 @@ impl Node {
             store,
             clock: Hlc::with_clock(config.clock.clone()),
             wall: config.clock.clone(),
+            data_dir,
             started: Instant::now(),
             peers: Peers::new(&config.ring, index, max)?,
             owners: config
@@ -89,6 +95,7 @@ impl Node {
         let sweep_every = Duration::from_millis(config.ring.config().ttl.sweep_interval_ms);
         state.tasks.spawn(sweep::run(state.clone(), sweep_every));
         state.tasks.spawn(handoff::run(state.clone()));
+        state.tasks.spawn(disk::run(state.clone()));
         if config.ring.config().anti_entropy.enabled {
             state.tasks.spawn(anti_entropy::run(state.clone()));
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use dynakv_core::{Clock, Hlc, Record, validate_key, validate_value};
 use dynakv_proto::v1::{self, replica_server::Replica};
 use dynakv_ring::{NodeIndex, Ring, key_token};
-use dynakv_storage::{StorageError, Store};
+use dynakv_storage::{FaultKind, StorageError, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
@@ -43,6 +43,8 @@ pub struct NodeState {
     pub clock: Hlc,
     /// Wall-clock time for expiry, tombstone grace and sweeps (the HLC follows it too).
     pub wall: Clock,
+    /// Where the engine keeps its files, for the free-space reserve; `None` for engines with none.
+    pub data_dir: Option<std::path::PathBuf>,
     /// When the node started, for uptime.
     pub started: Instant,
     /// Channels to the other nodes, for hint delivery and anti-entropy.
@@ -110,11 +112,18 @@ impl ReplicaService {
     }
 }
 
-/// The gRPC status of a storage failure.
+/// The gRPC status of a storage failure: a full disk is RESOURCE_EXHAUSTED, other engine faults
+/// UNAVAILABLE (both retryable, and elsewhere), a damaged record INTERNAL.
 pub(crate) fn storage_status(e: StorageError) -> Status {
-    match e {
-        StorageError::Closed => Status::unavailable("node is shutting down"),
-        e => Status::internal(e.to_string()),
+    match e.fault() {
+        Some(fault) if fault.kind == FaultKind::DiskFull => {
+            Status::resource_exhausted(format!("storage degraded: {fault}"))
+        }
+        Some(fault) => Status::unavailable(format!("storage degraded: {fault}")),
+        None => match e {
+            StorageError::Closed => Status::unavailable("node is shutting down"),
+            e => Status::internal(e.to_string()),
+        },
     }
 }
 
@@ -222,6 +231,7 @@ impl NodeState {
             clock: self.clock.now().0,
             hints: self.store.pending_hints(),
             hint_failures: self.hint_failures.load(Ordering::Relaxed),
+            degraded: self.store.fault().map(|f| f.to_string()).unwrap_or_default(),
         }
     }
 

@@ -20,6 +20,8 @@
 //! sync = "os"           # "os": ack once the journal is in the OS (survives a process crash);
 //!                       # "always": fsync before ack (survives power loss), group-committed
 //! cache_mb = 256        # block cache of the storage engine (default 256 MiB)
+//! min_free_mb = 256     # below this much free disk space, new values are refused (default 256)
+//! check_interval_ms = 1000   # free-space checks and storage recovery attempts (default 1 s)
 //!
 //! [hints]
 //! interval_ms = 1000         # how often a node tries to hand its hints off (default 1 s);
@@ -140,11 +142,22 @@ pub struct StorageSettings {
     /// Block cache of the storage engine, in MiB. Every write reads the stored version first
     /// (the merge rule), so a cache that holds the working set saves a disk read per write.
     pub cache_mb: u64,
+    /// Free space, in MiB, below which the node refuses new values (deletes, hint handoff and
+    /// compaction go on, so space can be freed): the disk never fills up under the node. 0: off.
+    pub min_free_mb: u64,
+    /// Milliseconds between checks of free space, and between attempts to recover storage that
+    /// failed.
+    pub check_interval_ms: u64,
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        StorageSettings { sync: SyncPolicy::Os, cache_mb: 256 }
+        StorageSettings {
+            sync: SyncPolicy::Os,
+            cache_mb: 256,
+            min_free_mb: 256,
+            check_interval_ms: 1000,
+        }
     }
 }
 
@@ -292,6 +305,7 @@ impl RingConfig {
             ("timeouts.request_ms", self.timeouts.request_ms),
             ("timeouts.connect_ms", self.timeouts.connect_ms),
             ("ttl.sweep_interval_ms", self.ttl.sweep_interval_ms),
+            ("storage.check_interval_ms", self.storage.check_interval_ms),
         ] {
             if value == 0 {
                 return Err(RingError::Setting { name, value, range: "at least 1" });

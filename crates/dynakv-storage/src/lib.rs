@@ -9,20 +9,27 @@
 //!   and hints), [`Mutation`], [`StorageError`], and the stored-key layouts.
 //! - [`fjall_engine`]: [`FjallStorage`], the persistent default (an LSM tree with a journal).
 //! - [`memory`]: [`MemoryStorage`], an in-memory engine for tests and benchmarks.
+//! - [`faulty`]: [`FaultyStorage`], a wrapper that fails on command (full disk, I/O errors), for
+//!   tests and failure drills.
 //! - [`store`]: [`Store`], the node's handle: one writer thread that merges, removes
 //!   conditionally, rewrites expired records and group-commits; reader threads; live key and
-//!   hint counts.
+//!   hint counts; the degraded state after a failed commit, the free-space reserve, and recovery.
 //! - [`pages`]: paged scans of a key range ([`Pages`], [`PageCursor`]): the one paging loop.
 
 #![warn(missing_docs)]
 
 pub mod engine;
+pub mod faulty;
 pub mod fjall_engine;
 pub mod memory;
 pub mod pages;
 pub mod store;
 
-pub use engine::{Mutation, Space, Storage, StorageError, hint_key, split_stored_key, stored_key};
+pub use engine::{
+    Fault, FaultKind, Mutation, Space, Storage, StorageError, hint_key, split_stored_key,
+    stored_key,
+};
+pub use faulty::FaultyStorage;
 pub use fjall_engine::FjallStorage;
 pub use memory::MemoryStorage;
 pub use pages::{PageCursor, Pages, next_page_start};

@@ -10,6 +10,13 @@
 //! The same writer serves both spaces: the node's own records and the hints it keeps for other
 //! nodes, the conditional removals (delivered hints, collected tombstones) that must never remove
 //! a record newer than the one they were decided on, and the expiry rewrite of the TTL sweep.
+//!
+//! A failed commit makes the store *degraded* ([`Store::fault`]): from then on every write fails
+//! at once with the same cause, without touching the engine, while reads go on. The node calls
+//! [`Store::recover`] once the cause may have cleared: the engine is reopened (replaying its
+//! journal) and a probe write must succeed before writes are taken again. Below the free-space
+//! reserve ([`Store::set_reserve`]) new values are refused, while tombstones and removals still
+//! go through, so the node can free space.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +28,9 @@ use crossbeam_channel::{Receiver, Sender};
 use dynakv_core::{Record, Version, codec};
 use tokio::sync::oneshot;
 
-use crate::engine::{Mutation, Space, Storage, StorageError, hint_key, stored_key};
+use crate::engine::{
+    Fault, FaultKind, Mutation, Space, Storage, StorageError, hint_key, stored_key,
+};
 use crate::pages::{PageCursor, Pages};
 
 /// Tuning of a [`Store`].
@@ -111,6 +120,17 @@ struct ReadRequest {
     reply: oneshot::Sender<Result<Option<Record>, StorageError>>,
 }
 
+/// Whether the store takes writes: shared by the handle, the writer and the node's disk watch.
+#[derive(Default)]
+struct Condition {
+    /// Set by the writer when a commit fails; cleared by [`Store::recover`].
+    fault: parking_lot::Mutex<Option<Fault>>,
+    /// Set while free space is below the reserve: (free MiB, reserve MiB).
+    reserve: parking_lot::Mutex<Option<(u64, u64)>>,
+    /// Free space at the last check, in MiB (`None`: never measured).
+    free_mb: parking_lot::Mutex<Option<u64>>,
+}
+
 /// Counters the writer keeps as it commits; signed because a batch may briefly net negative.
 #[derive(Default)]
 struct Counters {
@@ -129,6 +149,7 @@ pub struct Store {
     writes: Option<Sender<WriteRequest>>,
     reads: Option<Sender<ReadRequest>>,
     counters: Arc<Counters>,
+    condition: Arc<Condition>,
     engine: Arc<dyn Storage>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -142,12 +163,14 @@ impl Store {
             hints: AtomicI64::new(count(&*engine, Space::Hints, |_| true)?),
             next_expiry: AtomicU64::new(0),
         });
+        let condition = Arc::new(Condition::default());
         let (writes, write_rx) = crossbeam_channel::unbounded();
         let (reads, read_rx) = crossbeam_channel::unbounded::<ReadRequest>();
         let mut threads = Vec::new();
         let writer = Writer {
             engine: engine.clone(),
             counters: counters.clone(),
+            condition: condition.clone(),
             options,
             versions: (options.version_cache_bytes > 0).then(|| {
                 let entries = (options.version_cache_bytes / VersionWeight::OVERHEAD) as usize;
@@ -168,7 +191,7 @@ impl Store {
                 }
             }));
         }
-        Ok(Store { writes: Some(writes), reads: Some(reads), counters, engine, threads })
+        Ok(Store { writes: Some(writes), reads: Some(reads), counters, condition, engine, threads })
     }
 
     /// Offers `record` for the key with ring token `token`; it is stored only if newer than what
@@ -285,6 +308,68 @@ impl Store {
         self.counters.next_expiry.fetch_min(expires_at_ms, Ordering::AcqRel);
     }
 
+    /// Why the store does not take every write, if it does not: a failed engine (no writes at
+    /// all until [`recover`](Self::recover)), or free space below the reserve (no new values).
+    pub fn fault(&self) -> Option<Fault> {
+        let engine = self.condition.fault.lock().clone().map(|fault| {
+            // An engine poisoned by a background write says nothing of why; with the disk
+            // out of room, that is why.
+            match *self.condition.free_mb.lock() {
+                Some(free) if free == 0 && fault.kind != FaultKind::DiskFull => Fault {
+                    kind: FaultKind::DiskFull,
+                    detail: format!("no space left on the device ({fault})"),
+                },
+                _ => fault,
+            }
+        });
+        engine.or_else(|| {
+            let (free_mb, reserve_mb) = (*self.condition.reserve.lock())?;
+            StorageError::Reserve { free_mb, reserve_mb }.fault()
+        })
+    }
+
+    /// True when a failed commit left the engine refusing writes (as opposed to the reserve).
+    pub fn engine_failed(&self) -> bool {
+        self.condition.fault.lock().is_some()
+    }
+
+    /// Reports free space: below `reserve_mb`, new values are refused; at or above, taken again.
+    pub fn set_reserve(&self, free_mb: u64, reserve_mb: u64) {
+        let below = (free_mb < reserve_mb).then_some((free_mb, reserve_mb));
+        *self.condition.reserve.lock() = below;
+        *self.condition.free_mb.lock() = Some(free_mb);
+    }
+
+    /// After a failed commit: reopens the engine and writes a probe through it. On success the
+    /// store takes writes again; on failure it stays degraded, with the new cause. Nothing
+    /// acknowledged is lost either way: the engine's journal holds it.
+    pub async fn recover(&self) -> Result<(), StorageError> {
+        if !self.engine_failed() {
+            return Ok(());
+        }
+        let (engine, condition) = (self.engine.clone(), self.condition.clone());
+        tokio::task::spawn_blocking(move || {
+            // One byte past any hint owner's id hash, so no hint scan ever meets it; put and
+            // removed in one atomic batch, so it is never seen at all.
+            let probe = Bytes::from_static(b"\xff\xff\xff\xff\xff\xff\xff\xff\xffprobe");
+            let result = engine.reopen().and_then(|()| {
+                let batch = vec![
+                    Mutation::Put(Space::Hints, probe.clone(), Bytes::new()),
+                    Mutation::Delete(Space::Hints, probe),
+                ];
+                engine.commit(batch, true)
+            });
+            let mut fault = condition.fault.lock();
+            match &result {
+                Ok(()) => *fault = None,
+                Err(e) => *fault = e.fault().or(fault.take()),
+            }
+            result
+        })
+        .await
+        .map_err(|_| StorageError::Closed)?
+    }
+
     /// Live (non-tombstone) records stored.
     pub fn live_keys(&self) -> u64 {
         self.counters.live.load(Ordering::Relaxed).max(0) as u64
@@ -345,6 +430,7 @@ fn count(
 struct Writer {
     engine: Arc<dyn Storage>,
     counters: Arc<Counters>,
+    condition: Arc<Condition>,
     options: StoreOptions,
     /// What is stored for recently read or written keys (`None`: nothing), as of the last
     /// commit. Only this thread changes storage, so the cache never goes stale.
@@ -386,6 +472,14 @@ impl Writer {
 
     /// Merges, commits and answers one drained batch.
     fn apply(&mut self, batch: &mut Vec<WriteRequest>) {
+        // A degraded engine is not asked again: every write fails at once with its cause.
+        if let Some(fault) = self.condition.fault.lock().clone() {
+            for request in batch.drain(..) {
+                let _ = request.reply.send(Err(StorageError::Engine(fault.clone())));
+            }
+            return;
+        }
+        let reserve = *self.condition.reserve.lock();
         // What this batch has already staged per key, so two writes to one key in a batch merge too.
         let mut staged: Staged = HashMap::new();
         let mut mutations = Vec::with_capacity(batch.len());
@@ -393,6 +487,13 @@ impl Writer {
         let (mut live_delta, mut hints_delta) = (0i64, 0i64);
         let mut expiring = u64::MAX;
         for request in batch.iter() {
+            if let (Some((free_mb, reserve_mb)), WriteOp::Merge { record, .. }) =
+                (reserve, &request.op)
+                && !record.is_tombstone()
+            {
+                outcomes.push(Err(StorageError::Reserve { free_mb, reserve_mb }));
+                continue;
+            }
             let (space, key) = request.op.target();
             let current = match staged.get(&(space, key.clone())) {
                 Some(&meta) => Ok(meta),
@@ -455,10 +556,13 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, writes = batch.len(), "storage commit failed");
-                let message = e.to_string();
+                tracing::error!(error = %e, writes = batch.len(), "storage commit failed: refusing writes until it recovers");
+                let fault = e
+                    .fault()
+                    .unwrap_or_else(|| Fault { kind: FaultKind::Io, detail: e.to_string() });
+                self.condition.fault.lock().get_or_insert(fault.clone());
                 for request in batch.drain(..) {
-                    let _ = request.reply.send(Err(StorageError::Engine(message.clone())));
+                    let _ = request.reply.send(Err(StorageError::Engine(fault.clone())));
                 }
             }
         }
@@ -643,6 +747,51 @@ mod tests {
         store.write(3, b"x", expiring(7, 5_000)).await.unwrap();
         store.note_expiry(9_000);
         assert_eq!(store.next_expiry_ms(), 5_000);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_degrades_the_store_until_it_recovers() {
+        use crate::{FaultKind, FaultyStorage};
+        let engine = Arc::new(FaultyStorage::new(Arc::new(MemoryStorage::new())));
+        let store = Store::open(engine.clone(), StoreOptions::default()).unwrap();
+        store.write(1, b"before", value(1, "kept")).await.unwrap();
+
+        engine.fail_commits(Some(FaultKind::DiskFull));
+        let failed = store.write(1, b"k", value(2, "lost")).await.unwrap_err();
+        assert!(failed.to_string().contains("disk full"), "{failed}");
+        assert_eq!(store.fault().map(|f| f.kind), Some(FaultKind::DiskFull));
+        // The engine is not asked again: the same cause, even for deletes.
+        let refused = store.write(1, b"before", Record::tombstone(version(3))).await.unwrap_err();
+        assert_eq!(refused.fault().map(|f| f.kind), Some(FaultKind::DiskFull));
+        assert_eq!(store.read(1, b"before").await.unwrap(), Some(value(1, "kept")), "reads go on");
+
+        assert!(store.recover().await.is_err(), "the disk is still full");
+        assert!(store.engine_failed());
+        engine.fail_commits(None);
+        store.recover().await.unwrap();
+        assert_eq!(store.fault(), None);
+        assert!(store.write(1, b"k", value(4, "after")).await.unwrap().applied);
+        assert_eq!(store.live_keys(), 2);
+        assert_eq!(store.scan(Space::Hints, Bytes::new(), None, 10).await.unwrap(), vec![]);
+    }
+
+    #[tokio::test]
+    async fn below_the_reserve_only_new_values_are_refused() {
+        let store = Store::open(Arc::new(MemoryStorage::new()), StoreOptions::default()).unwrap();
+        store.write(1, b"k", value(1, "v")).await.unwrap();
+        store.write_hint(9, 2, b"h", value(1, "v")).await.unwrap();
+        store.set_reserve(10, 100);
+        assert_eq!(store.fault().map(|f| f.kind), Some(crate::FaultKind::DiskFull));
+        let refused = store.write(2, b"new", value(2, "v")).await.unwrap_err();
+        assert!(refused.to_string().contains("10 MiB free, below the reserve of 100 MiB"));
+        assert!(store.write_hint(9, 3, b"h2", value(2, "v")).await.is_err(), "no new hints");
+        // Deletes and removals free space, so they go through.
+        assert!(store.write(1, b"k", Record::tombstone(version(2))).await.unwrap().applied);
+        let hint = hint_key(9, 2, b"h");
+        assert!(store.remove_if(Space::Hints, hint, version(1)).await.unwrap().applied);
+        store.set_reserve(200, 100);
+        assert_eq!(store.fault(), None);
+        assert!(store.write(2, b"new", value(3, "v")).await.unwrap().applied);
     }
 
     #[tokio::test]

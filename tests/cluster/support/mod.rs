@@ -7,6 +7,7 @@ pub mod proxy;
 pub use proxy::{Fault, Proxy};
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +67,8 @@ struct TestNode {
     /// The node's address in the ring.
     proxy: Proxy,
     data_dir: PathBuf,
+    /// The node's `inject_delay_ms` from its next start on (see [`TestCluster::set_inject_delay`]).
+    inject_delay_ms: Option<RangeInclusive<u64>>,
     /// The node's wall clock, kept across restarts; a test shifts it while the node runs.
     clock: Clock,
     /// Present while the node runs.
@@ -117,6 +120,7 @@ impl TestCluster {
                     addr,
                     proxy,
                     data_dir: dir.path().join(format!("n{}", i + 1)),
+                    inject_delay_ms: None,
                     clock: Clock::system(),
                     running: None,
                 })
@@ -142,6 +146,7 @@ impl TestCluster {
             format!("n{}", i + 1),
             StorageChoice::Fjall(node.data_dir.clone()),
         );
+        config.inject_delay_ms = node.inject_delay_ms.clone();
         config.clock = node.clock.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -185,6 +190,12 @@ impl TestCluster {
         };
         self.serve(i, listener);
         self.nodes[i].proxy.reopen().await;
+    }
+
+    /// Sets the delay node `i` adds to every Read, Write and Batch it serves (not Health, Digest
+    /// or Versions), from its next [`restart`](Self::restart) on.
+    pub fn set_inject_delay(&mut self, i: usize, delay_ms: Option<RangeInclusive<u64>>) {
+        self.nodes[i].inject_delay_ms = delay_ms;
     }
 
     /// Node `i`'s wall clock: shifting it moves the running node's time (and survives restarts).
