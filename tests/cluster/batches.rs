@@ -158,7 +158,7 @@ async fn batches_larger_than_one_call_are_split_and_each_op_reports() {
         .collect();
     let results = client.put_many_with(puts, WriteOptions::default()).await.unwrap();
     assert_eq!(results.len(), 2501);
-    let versions: Vec<_> = results[..2500].iter().map(|r| *r.as_ref().unwrap()).collect();
+    let versions: Vec<_> = results[..2500].iter().map(|r| r.as_ref().unwrap().version).collect();
     assert!(versions.windows(2).all(|w| w[0] < w[1]), "each put has its own version");
     assert!(matches!(results[2500], Err(ClientError::Input(InputError::EmptyKey))));
 
@@ -183,7 +183,7 @@ async fn batched_reads_repair_stale_replicas() {
     cluster.stop(2).await;
     let keys: Vec<String> = (0..50).map(|i| format!("repair-{i}")).collect();
     let results = client.put_many(keys.iter().map(|k| (k.clone(), "v"))).await.unwrap();
-    let versions: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+    let versions: Vec<_> = results.into_iter().map(|r| r.unwrap().version).collect();
     client.settle().await;
     cluster.restart(2).await;
 

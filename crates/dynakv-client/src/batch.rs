@@ -18,11 +18,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use dynakv_core::{Version, now_ms, validate_key};
+use dynakv_core::{Record, validate_key};
 use futures::StreamExt;
 
 use crate::client::Client;
-use crate::error::{ClientError, Op};
+use crate::error::{ClientError, Op, Written};
 use crate::options::{ReadOptions, WriteOptions};
 use crate::quorum::Late;
 
@@ -50,8 +50,9 @@ impl BatchPut {
     }
 }
 
-/// The outcome of each operation of a batched put or delete, in request order: its version.
-pub type WriteResults = Vec<Result<Version, ClientError>>;
+/// The outcome of each operation of a batched put or delete, in request order: its version and
+/// whether it is the key's value now.
+pub type WriteResults = Vec<Result<Written, ClientError>>;
 
 /// The outcome of each operation of a batched get, in request order.
 pub type ReadResults = Vec<Result<Option<Bytes>, ClientError>>;
@@ -75,17 +76,11 @@ impl Client {
         options: WriteOptions,
     ) -> Result<WriteResults, ClientError> {
         let w = self.quorum(Op::Write, options.w)?;
+        self.follow_cluster_time().await;
         // Versions are taken in request order, before anything is sent.
         let prepared: Vec<_> =
             puts.into_iter().map(|put| self.prepare_put(put.key, put.value, put.ttl)).collect();
-        Ok(self
-            .run_each(prepared, |(key, record)| async move {
-                let version = record.version;
-                self.write_retrying(key, record, w, options.strict, Late::Await)
-                    .await
-                    .map(|()| version)
-            })
-            .await)
+        Ok(self.run_each(prepared, |item| self.write_item(item, w, options.strict)).await)
     }
 
     /// Deletes many keys with the default W; one outcome per key, in order. Not atomic.
@@ -103,16 +98,10 @@ impl Client {
         options: WriteOptions,
     ) -> Result<WriteResults, ClientError> {
         let w = self.quorum(Op::Write, options.w)?;
+        self.follow_cluster_time().await;
         let prepared: Vec<_> =
             keys.into_iter().map(|key| self.prepare_delete(key.into())).collect();
-        Ok(self
-            .run_each(prepared, |(key, record)| async move {
-                let version = record.version;
-                self.write_retrying(key, record, w, options.strict, Late::Await)
-                    .await
-                    .map(|()| version)
-            })
-            .await)
+        Ok(self.run_each(prepared, |item| self.write_item(item, w, options.strict)).await)
     }
 
     /// Reads many keys with the default R; one outcome per key, in order: `None` when missing,
@@ -142,9 +131,21 @@ impl Client {
         Ok(self
             .run_each(prepared, |key| async move {
                 let record = self.read_retrying(key, r, Late::Await).await?;
-                Ok(record.and_then(|record| record.visible_value(now_ms()).cloned()))
+                Ok(record.and_then(|record| record.visible_value(self.now_ms()).cloned()))
             })
             .await)
+    }
+
+    /// Writes one prepared record of a batch: the single-key round, awaited to the end.
+    async fn write_item(
+        &self,
+        (key, record): (Bytes, Record),
+        w: usize,
+        strict: bool,
+    ) -> Result<Written, ClientError> {
+        let version = record.version;
+        let outcome = self.write_retrying(key, record, w, strict, Late::Await).await?;
+        Ok(Written { version, outcome })
     }
 
     /// Runs `operation` on every prepared item, at most `max_concurrent_batch_ops` at a time;

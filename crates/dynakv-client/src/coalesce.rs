@@ -304,9 +304,9 @@ impl Link {
                     Ok(Answer::Read(read))
                 }
                 Some(batch_result::Result::Write(write)) => Ok(Answer::Write(write)),
-                Some(batch_result::Result::Error(e)) => Err(ReplicaError::from_status(
-                    tonic::Status::new(tonic::Code::from(e.code), e.message),
-                )),
+                Some(batch_result::Result::Error(e)) => {
+                    Err(ReplicaError::from_status(dynakv_proto::convert::op_error_status(e)))
+                }
                 None => Err(ReplicaError::Rejected {
                     code: tonic::Code::Internal,
                     message: "batch reply has an empty result".into(),

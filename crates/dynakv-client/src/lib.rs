@@ -12,7 +12,10 @@
 //! ```
 //!
 //! A write is stamped with a version from the client's hybrid logical clock and sent to all N
-//! replicas at once; it returns after W acknowledgements. A read asks all N and resolves the
+//! replicas at once; it returns after W acknowledgements, as a [`Written`] that says whether a
+//! replica already held a newer version ([`WriteOutcome::Superseded`]). The clock follows cluster
+//! time when it is behind, and no timestamp moves it more than the ring's `max_skew_ms` ahead;
+//! nodes refuse writes stamped further ahead than that ([`ReplicaError::ClockSkew`]). A read asks all N and resolves the
 //! first R replies by version (last write wins); replicas that answered with an older version,
 //! or not at all, are repaired in the background. Late replies still count for node health.
 //! Under load, concurrent operations to one node share batch RPCs; each keeps its own deadline,
@@ -34,6 +37,8 @@
 //! - [`repair`]: asynchronous read repair of stale replicas.
 //! - [`retry`]: idempotent retries of retryable failures, exponential backoff with jitter.
 //! - [`replica`]: one node's channel, with deadlines and health accounting on every call.
+//! - `cluster_time`: before its first write, a client follows cluster time (the nodes' wall
+//!   clocks, by majority) when its own clock is behind.
 //! - `coalesce`: concurrent operations to one node sent together as batch RPCs: the one batcher,
 //!   with the one set of size limits.
 //! - [`error`]: [`ClientError`], [`QuorumError`] and [`ReplicaError`], carrying the numbers.
@@ -42,6 +47,7 @@
 
 pub mod batch;
 pub mod client;
+mod cluster_time;
 mod coalesce;
 pub mod error;
 pub mod options;
@@ -55,5 +61,7 @@ pub use client::{
     Client, ClientBuilder, DumpedRecord, Inspection, NodeReport, NodeStatus, ReplicaView, Versioned,
 };
 pub use dynakv_core::{HandoffReport, HealthPolicy, NodeHealth, RepairReport};
-pub use error::{ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome};
+pub use error::{
+    ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome, Written,
+};
 pub use options::{ClientOptions, ReadOptions, WriteOptions};

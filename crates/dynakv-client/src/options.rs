@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use dynakv_core::HealthPolicy;
+use dynakv_core::{Clock, HealthPolicy};
 use dynakv_ring::Ring;
 
 /// Default of [`ClientOptions::rpcs_in_flight_per_node`]: with two RPCs in flight a node always
@@ -43,6 +43,13 @@ pub struct ClientOptions {
     /// rest wait their turn, so a huge batch neither floods the nodes nor holds memory for every
     /// operation's round at once. Default 1024: enough to fill the coalescer's batch RPCs.
     pub max_concurrent_batch_ops: usize,
+    /// This client's wall clock: the system clock unless a test skews it. The client stamps
+    /// writes by it, moved forward to cluster time when the nodes' clocks are ahead (it never
+    /// moves back).
+    pub clock: Clock,
+    /// Timestamps more than this many milliseconds ahead of the client's clock are not observed
+    /// (see [`Hlc::bounded`](dynakv_core::Hlc::bounded)); from the ring's `[clocks] max_skew_ms`.
+    pub max_skew_ms: u64,
 }
 
 impl ClientOptions {
@@ -61,6 +68,8 @@ impl ClientOptions {
             backoff_max_delay: Duration::from_secs(1),
             rpcs_in_flight_per_node: DEFAULT_RPCS_IN_FLIGHT_PER_NODE,
             max_concurrent_batch_ops: DEFAULT_MAX_CONCURRENT_BATCH_OPS,
+            clock: Clock::system(),
+            max_skew_ms: config.clocks.max_skew_ms,
         }
     }
 }

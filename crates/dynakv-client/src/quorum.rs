@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use dynakv_core::{Record, merge};
+use dynakv_core::{Record, Version, merge};
 use dynakv_proto::v1::WriteResponse;
 use dynakv_ring::{NodeIndex, PreferenceList, key_token};
 use futures::StreamExt;
@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 
 use crate::client::Shared;
-use crate::error::{Op, QuorumError, ReplicaError, ReplicaFailure};
+use crate::error::{Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome};
 use crate::repair;
 
 /// What a round does with the calls still in flight once its outcome is decided.
@@ -107,7 +107,8 @@ fn plan_write(
 }
 
 /// Writes `record` to the key's replicas and returns once `w` nodes have acknowledged it
-/// (stand-ins keeping hints count, unless `strict`), leaving the other calls to `late`.
+/// (stand-ins keeping hints count, unless `strict`), leaving the other calls to `late`. The
+/// outcome is [`WriteOutcome::Superseded`] if a node answered that it holds a newer version.
 pub(crate) async fn write(
     shared: &Arc<Shared>,
     key: Bytes,
@@ -115,7 +116,7 @@ pub(crate) async fn write(
     w: usize,
     strict: bool,
     late: Late,
-) -> Result<(), QuorumError> {
+) -> Result<WriteOutcome, QuorumError> {
     let token = key_token(&key);
     let replicas = shared.ring.preference_list(token);
     let (sends, spare, failures) = plan_write(shared, token, &replicas, w, strict);
@@ -128,6 +129,7 @@ pub(crate) async fn write(
         spare,
         orphans: PreferenceList::new(),
         acked: PreferenceList::new(),
+        newer: None,
         failures,
         calls: FuturesUnordered::new(),
     };
@@ -136,6 +138,10 @@ pub(crate) async fn write(
     }
     while round.acked.len() < w && round.next().await {}
     let acked = round.acked.len();
+    let outcome = match round.newer {
+        Some(by) => WriteOutcome::Superseded { by },
+        None => WriteOutcome::Applied,
+    };
     let error = (acked < w).then(|| QuorumError {
         op: Op::Write,
         needed: w,
@@ -151,7 +157,7 @@ pub(crate) async fn write(
             Late::Await => while round.next().await {},
         }
     }
-    error.map_or(Ok(()), Err)
+    error.map_or(Ok(outcome), Err)
 }
 
 /// A write call's result: where it went, whether its ack counts toward W, and the reply.
@@ -168,6 +174,8 @@ struct WriteRound {
     spare: VecDeque<NodeIndex>,
     /// Nodes whose acknowledgement counts toward W.
     acked: PreferenceList,
+    /// The highest version newer than `record` that a node answered it holds, if any.
+    newer: Option<Version>,
     /// Replicas some node already keeps a hint for.
     hinted: PreferenceList,
     /// Failed replicas waiting for a replica to acknowledge, which will then keep their hint.
@@ -191,7 +199,11 @@ impl WriteRound {
     async fn next(&mut self) -> bool {
         let Some(((node, _), counts, reply)) = self.calls.next().await else { return false };
         match reply {
-            Ok(_) => {
+            Ok(reply) => {
+                let current = reply.current.map(Version::from).unwrap_or_default();
+                if current.supersedes(self.record.version) {
+                    self.newer = self.newer.max(Some(current));
+                }
                 if counts {
                     self.acked.push(node);
                     if self.replicas.contains(&node) {

@@ -33,7 +33,8 @@ pub struct Replica {
     /// Deadline of one call.
     timeout: Duration,
     /// The client's clock, shared by every replica: it observes every timestamp a node reports
-    /// (versions read, versions held after a write, the node's clock), here and nowhere else.
+    /// (versions read, versions held after a write, the node's clock) through
+    /// [`Replica::observe`] and nowhere else, bounded by the ring's `max_skew_ms`.
     clock: Arc<Hlc>,
 }
 
@@ -118,17 +119,20 @@ impl Replica {
         Ok(reply)
     }
 
-    /// The node's identity, clock and counters. Never coalesced.
+    /// The node's identity, clocks and counters. Never coalesced; the caller decides what to
+    /// make of the clocks.
     pub async fn health_check(&self) -> Result<v1::HealthResponse, ReplicaError> {
         let mut client = self.link.client();
-        let health = self.direct(self.timeout, client.health(v1::HealthRequest {})).await?;
-        self.observe(Timestamp(health.clock));
-        Ok(health)
+        self.direct(self.timeout, client.health(v1::HealthRequest {})).await
     }
 
-    /// Moves the client's clock past a timestamp this node reported.
-    fn observe(&self, seen: Timestamp) {
-        self.clock.observe(seen);
+    /// Moves the client's clock past a timestamp this node reported, unless it is more than
+    /// the skew bound ahead of the client's clock (a node whose clock runs far ahead must not
+    /// drag this client's writes into the future).
+    pub(crate) fn observe(&self, seen: Timestamp) {
+        if let Err(skew) = self.clock.admit(seen) {
+            tracing::debug!(node = %self.id, %skew, "timestamp beyond the skew bound not observed");
+        }
     }
 
     /// Sends many reads and writes to the node in one call; one result per operation, in order.

@@ -103,6 +103,8 @@ mod tests {
             strict_quorum: false,
             rpcs_in_flight_per_node: 2,
             max_concurrent_batch_ops: 1,
+            clock: dynakv_core::Clock::system(),
+            max_skew_ms: 500,
             max_attempts,
             backoff_min_delay: Duration::from_millis(1),
             backoff_max_delay: Duration::from_millis(4),

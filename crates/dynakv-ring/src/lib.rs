@@ -20,7 +20,8 @@ pub mod error;
 pub mod ring;
 
 pub use config::{
-    Limits, NodeSpec, Replication, RingConfig, StorageSettings, SyncPolicy, Timeouts, TtlSettings,
+    ClockSettings, Limits, NodeSpec, Replication, RingConfig, StorageSettings, SyncPolicy,
+    Timeouts, TtlSettings,
 };
 pub use error::RingError;
 pub use ring::{NodeIndex, PreferenceList, Ring, Successors, TokenRange, key_token};
