@@ -19,17 +19,25 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = match cli.command {
-        Command::Node(_) | Command::Dev(_) => "info",
+    // Nodes log dynakv's own events at INFO; dependencies (fjall, h2, tonic) only from WARN up.
+    // RUST_LOG replaces this filter.
+    let default_filter = match cli.command {
+        Command::Node(_) | Command::Dev(_) => {
+            "warn,dynakv=info,dynakv_node=info,dynakv_storage=info,dynakv_client=info"
+        }
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Command::Bench(args) = &cli.command

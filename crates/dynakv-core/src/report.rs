@@ -26,8 +26,8 @@ pub struct RepairReport {
     pub ranges_failed: u64,
     /// Why syncs failed, one line each (the first few).
     pub errors: Vec<String>,
-    /// Ranges that agreed but kept their tombstones: some node holds hints for them, or could
-    /// not be asked.
+    /// Ranges that agreed and had tombstones to collect, but kept them: some node holds hints
+    /// for them, or could not be asked.
     pub ranges_held: u64,
     /// Stored records that could not be decoded; skipped and logged.
     pub records_damaged: u64,

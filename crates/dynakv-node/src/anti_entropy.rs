@@ -278,12 +278,11 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
         }
     }
 
-    let candidates: Vec<Span> =
-        spans.iter().zip(&agreed).filter(|(_, agreed)| **agreed).map(|(s, _)| *s).collect();
-    let held = hints_anywhere(state, &candidates, &mut report).await?;
-    report.ranges_held = held.iter().filter(|h| **h).count() as u64;
+    // The collectable records of each agreed range; only ranges that have some ask the other
+    // nodes about hints, so an idle round still moves digests only.
     let (now, grace) = (state.wall.now_ms(), state.ring.config().tombstones.grace_ms);
-    for (span, _) in candidates.iter().zip(&held).filter(|(_, held)| !**held) {
+    let mut candidates: Vec<(Span, Vec<(Bytes, Version)>)> = Vec::new();
+    for (span, _) in spans.iter().zip(&agreed).filter(|(_, agreed)| **agreed) {
         let mut dead = Vec::new();
         for_each_record(state, *span, |stored, record| {
             if collectable(record, now, grace) {
@@ -291,6 +290,15 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
             }
         })
         .await?;
+        if !dead.is_empty() {
+            candidates.push((*span, dead));
+        }
+    }
+    let asked: Vec<Span> = candidates.iter().map(|(span, _)| *span).collect();
+    let held = hints_anywhere(state, &asked, &mut report).await?;
+    report.ranges_held = held.iter().filter(|h| **h).count() as u64;
+    for ((_, dead), _) in candidates.into_iter().zip(&held).filter(|(_, held)| !**held) {
+        // Conditional on the version seen: a record written since is never removed.
         for (stored, version) in dead {
             if state.store.remove_if(Space::Records, stored, version).await?.applied {
                 report.tombstones_collected += 1;
@@ -298,6 +306,7 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
         }
     }
     report.elapsed = started.elapsed();
+    crate::metrics::repair(&state.id, &report);
     Ok(report)
 }
 

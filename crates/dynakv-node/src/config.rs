@@ -37,11 +37,13 @@ pub struct NodeConfig {
     pub inject_delay_ms: Option<RangeInclusive<u64>>,
     /// The node's wall clock: the system clock unless a test shifts it.
     pub clock: Clock,
+    /// Where to serve Prometheus metrics (`GET /metrics`); `None`: not served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl NodeConfig {
     /// A configuration with the documented defaults: 2 storage reader threads, a 10 s drain, the
-    /// system clock.
+    /// system clock, no metrics endpoint.
     pub fn new(ring: Arc<Ring>, id: impl Into<String>, storage: StorageChoice) -> Self {
         NodeConfig {
             ring,
@@ -51,6 +53,7 @@ impl NodeConfig {
             drain_timeout: Duration::from_secs(10),
             inject_delay_ms: None,
             clock: Clock::system(),
+            metrics_addr: None,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`anti_entropy`]: Merkle-digest comparison with co-replicas, repair, tombstone collection.
 //! - [`sweep`]: the TTL sweep, rewriting expired records as tombstones of the same version.
 //! - [`disk`]: the disk watch: the free-space reserve, and recovery of failed storage in place.
+//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 //! - [`dump`]: the `Dump` stream of a node's records for operators, paged out of storage.
 //! - [`error`]: [`NodeError`], why a node could not start.
 
@@ -24,6 +25,7 @@ pub mod disk;
 pub mod dump;
 pub mod error;
 pub mod handoff;
+pub mod metrics;
 pub mod peers;
 pub mod server;
 pub mod service;

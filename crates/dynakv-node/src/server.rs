@@ -17,7 +17,7 @@ use crate::config::{NodeConfig, StorageChoice};
 use crate::error::NodeError;
 use crate::peers::Peers;
 use crate::service::{NodeState, ReplicaService, max_message_bytes, owner_hash};
-use crate::{anti_entropy, disk, handoff, sweep};
+use crate::{anti_entropy, disk, handoff, metrics, sweep};
 
 /// Concurrent requests one connection may carry.
 const MAX_STREAMS_PER_CONNECTION: u32 = 16 * 1024;
@@ -31,7 +31,8 @@ pub struct Node;
 
 impl Node {
     /// Serves the node on `listener` until `shutdown` completes, then stops background tasks (hint
-    /// delivery, anti-entropy, the TTL sweep, the disk watch, dump streams), drains open connections and closes
+    /// delivery, anti-entropy, the TTL sweep, the disk watch, the metrics endpoint, dump streams), drains open
+    /// connections and closes
     /// storage. Storage is opened
     /// before the first request is accepted.
     pub async fn serve(
@@ -67,6 +68,18 @@ impl Node {
             .await
             .expect("storage open task panicked")?;
         let addr = listener.local_addr()?;
+        // Metrics are secondary: a node whose metrics address is taken still serves its data.
+        let metrics_listener = match config.metrics_addr {
+            Some(at) => match TcpListener::bind(at).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    tracing::error!(node = %config.id, %at, error = %e, "cannot serve metrics; serving without them");
+                    None
+                }
+            },
+            None => None,
+        };
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let max = max_message_bytes(&config.ring);
         let state = Arc::new(NodeState {
             id: config.id.clone(),
@@ -76,6 +89,7 @@ impl Node {
             clock: Hlc::bounded(config.clock.clone(), config.ring.config().clocks.max_skew_ms),
             wall: config.clock.clone(),
             data_dir,
+            metrics_addr,
             started: Instant::now(),
             peers: Peers::new(&config.ring, index, max)?,
             owners: config
@@ -96,10 +110,13 @@ impl Node {
         state.tasks.spawn(sweep::run(state.clone(), sweep_every));
         state.tasks.spawn(handoff::run(state.clone()));
         state.tasks.spawn(disk::run(state.clone()));
+        if let Some(listener) = metrics_listener {
+            state.tasks.spawn(metrics::serve(listener, state.clone()));
+        }
         if config.ring.config().anti_entropy.enabled {
             state.tasks.spawn(anti_entropy::run(state.clone()));
         }
-        tracing::info!(node = %config.id, %addr, keys = state.store.live_keys(), "node serving");
+        tracing::info!(node = %config.id, %addr, metrics = ?metrics_addr, keys = state.store.live_keys(), "node serving");
 
         let service = ReplicaServer::new(ReplicaService::new(state.clone()))
             .max_decoding_message_size(max)

@@ -16,8 +16,8 @@ use tonic::{Request, Response, Status};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::anti_entropy::{self, Span};
-use crate::handoff;
 use crate::peers::Peers;
+use crate::{handoff, metrics};
 
 use crate::dump;
 
@@ -46,6 +46,8 @@ pub struct NodeState {
     pub wall: Clock,
     /// Where the engine keeps its files, for the free-space reserve; `None` for engines with none.
     pub data_dir: Option<std::path::PathBuf>,
+    /// Where the node serves Prometheus metrics, if it does.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// When the node started, for uptime.
     pub started: Instant,
     /// Channels to the other nodes, for hint delivery and anti-entropy.
@@ -132,8 +134,14 @@ impl NodeState {
     /// Serves one read.
     pub async fn read(&self, request: v1::ReadRequest) -> Result<v1::ReadResponse, Status> {
         let token = self.route(&request.key)?;
-        let record = self.store.read(token, &request.key).await.map_err(storage_status)?;
-        Ok(v1::ReadResponse { record: record.map(Into::into), ring_version: self.ring.version() })
+        let record = self.store.read(token, &request.key).await.map_err(storage_status);
+        let outcome = match &record {
+            Ok(Some(_)) => "found",
+            Ok(None) => "missing",
+            Err(_) => "error",
+        };
+        metrics::operation(&self.id, "read", outcome);
+        Ok(v1::ReadResponse { record: record?.map(Into::into), ring_version: self.ring.version() })
     }
 
     /// Serves one write: validated, then offered to the store, which keeps it only if newer.
@@ -190,7 +198,14 @@ impl NodeState {
                 }
             }
         }
-        .map_err(storage_status)?;
+        .map_err(storage_status);
+        let counted = match &outcome {
+            Ok(o) if o.applied => "applied",
+            Ok(_) => "stale",
+            Err(_) => "error",
+        };
+        metrics::operation(&self.id, if hint_for.is_some() { "hint" } else { "write" }, counted);
+        let outcome = outcome?;
         Ok(v1::WriteResponse {
             applied: outcome.applied,
             current: Some(outcome.current.into()),
@@ -234,6 +249,7 @@ impl NodeState {
             hints: self.store.pending_hints(),
             hint_failures: self.hint_failures.load(Ordering::Relaxed),
             degraded: self.store.fault().map(|f| f.to_string()).unwrap_or_default(),
+            metrics_addr: self.metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
             wall_ms: self.wall.now_ms(),
         }
     }
@@ -278,6 +294,20 @@ impl NodeState {
     }
 }
 
+impl ReplicaService {
+    /// Runs one RPC's handler and counts it: outcome code and latency.
+    async fn counted<T>(
+        &self,
+        rpc: &'static str,
+        handler: impl Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = handler.await;
+        metrics::request(&self.state.id, rpc, started, &result);
+        result.map(Response::new)
+    }
+}
+
 #[tonic::async_trait]
 impl Replica for ReplicaService {
     async fn read(
@@ -285,7 +315,7 @@ impl Replica for ReplicaService {
         request: Request<v1::ReadRequest>,
     ) -> Result<Response<v1::ReadResponse>, Status> {
         self.state.delay().await;
-        self.state.read(request.into_inner()).await.map(Response::new)
+        self.counted("read", self.state.read(request.into_inner())).await
     }
 
     async fn write(
@@ -293,7 +323,7 @@ impl Replica for ReplicaService {
         request: Request<v1::WriteRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
         self.state.delay().await;
-        self.state.write(request.into_inner()).await.map(Response::new)
+        self.counted("write", self.state.write(request.into_inner())).await
     }
 
     async fn batch(
@@ -301,51 +331,57 @@ impl Replica for ReplicaService {
         request: Request<v1::BatchRequest>,
     ) -> Result<Response<v1::BatchResponse>, Status> {
         self.state.delay().await;
-        self.state.batch(request.into_inner()).await.map(Response::new)
+        self.counted("batch", self.state.batch(request.into_inner())).await
     }
 
     async fn health(
         &self,
         _request: Request<v1::HealthRequest>,
     ) -> Result<Response<v1::HealthResponse>, Status> {
-        Ok(Response::new(self.state.health()))
+        self.counted("health", async { Ok(self.state.health()) }).await
     }
 
     async fn digest(
         &self,
         request: Request<v1::DigestRequest>,
     ) -> Result<Response<v1::DigestResponse>, Status> {
-        self.state.digest(request.into_inner()).await.map(Response::new)
+        self.counted("digest", self.state.digest(request.into_inner())).await
     }
 
     async fn versions(
         &self,
         request: Request<v1::VersionsRequest>,
     ) -> Result<Response<v1::VersionsResponse>, Status> {
-        self.state.versions(request.into_inner()).await.map(Response::new)
+        self.counted("versions", self.state.versions(request.into_inner())).await
     }
 
     async fn repair(
         &self,
         _request: Request<v1::RepairRequest>,
     ) -> Result<Response<v1::RepairReport>, Status> {
-        let report = anti_entropy::round(&self.state).await.map_err(storage_status)?;
-        Ok(Response::new(report.into()))
+        let round = async {
+            let report = anti_entropy::round(&self.state).await.map_err(storage_status)?;
+            Ok(report.into())
+        };
+        self.counted("repair", round).await
     }
 
     async fn hint_spans(
         &self,
         request: Request<v1::HintSpansRequest>,
     ) -> Result<Response<v1::HintSpansResponse>, Status> {
-        self.state.hint_spans(request.into_inner()).await.map(Response::new)
+        self.counted("hint_spans", self.state.hint_spans(request.into_inner())).await
     }
 
     async fn handoff(
         &self,
         _request: Request<v1::HandoffRequest>,
     ) -> Result<Response<v1::HandoffReport>, Status> {
-        let report = handoff::deliver(&self.state, true).await.map_err(storage_status)?;
-        Ok(Response::new(report.into()))
+        let pass = async {
+            let report = handoff::deliver(&self.state, true).await.map_err(storage_status)?;
+            Ok(report.into())
+        };
+        self.counted("handoff", pass).await
     }
 
     type DumpStream = dump::DumpStream;

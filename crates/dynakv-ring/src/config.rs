@@ -43,6 +43,7 @@
 //! [[nodes]]
 //! id = "n1"
 //! addr = "127.0.0.1:7401"
+//! metrics_addr = "127.0.0.1:8401"   # Prometheus /metrics (default: the gRPC port + 1000)
 //! ```
 
 use std::collections::HashSet;
@@ -268,6 +269,21 @@ pub struct NodeSpec {
     pub id: String,
     /// Where the node serves gRPC.
     pub addr: SocketAddr,
+    /// Where the node serves Prometheus metrics; by default its gRPC port + 1000 on the same host
+    /// (see [`NodeSpec::metrics_addr`]).
+    #[serde(default, rename = "metrics_addr", skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
+}
+
+impl NodeSpec {
+    /// Where the node serves metrics: `metrics_addr` if the ring file sets it, otherwise the gRPC
+    /// port + 1000 on the same host; `None` when that port would not exist.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.or_else(|| {
+            let port = self.addr.port().checked_add(1000)?;
+            Some(SocketAddr::new(self.addr.ip(), port))
+        })
+    }
 }
 
 fn default_version() -> u64 {

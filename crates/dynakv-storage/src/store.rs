@@ -539,7 +539,13 @@ impl Writer {
         let committed = if mutations.is_empty() {
             Ok(())
         } else {
-            self.engine.commit(mutations, self.options.sync)
+            let (writes, started) = (mutations.len(), std::time::Instant::now());
+            let committed = self.engine.commit(mutations, self.options.sync);
+            let sync = if self.options.sync { "always" } else { "os" };
+            metrics::histogram!("dynakv_storage_commit_batch_size").record(writes as f64);
+            metrics::histogram!("dynakv_storage_commit_duration_seconds", "sync" => sync)
+                .record(started.elapsed().as_secs_f64());
+            committed
         };
         match committed {
             Ok(()) => {

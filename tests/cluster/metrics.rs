@@ -1,0 +1,116 @@
+//! Metrics: every node serves Prometheus text at `/metrics`, and its counters move by exactly
+//! what the traffic did. Real node processes, so each has a registry of its own.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dynakv_client::WriteOptions;
+use dynakv_ring::Ring;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{NodeProcess, client_for, free_addr, ring_text, wait_until_up};
+
+/// The body of `GET /metrics` at `addr`.
+async fn scrape(addr: SocketAddr) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to /metrics");
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: dynakv\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain"), "{head}");
+    body.to_string()
+}
+
+/// The sum of the samples of `name` whose labels include every one of `labels`.
+fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            (metric == name).then_some(())?;
+            let wanted = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            wanted.then(|| value.parse::<f64>().expect("a number"))
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_move_by_what_the_traffic_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<_> = (0..3).map(|_| free_addr()).collect();
+    let metrics: Vec<_> = (0..3).map(|_| free_addr()).collect();
+    let mut text = ring_text(&addrs, 3, 2, 2);
+    for (addr, at) in addrs.iter().zip(&metrics) {
+        text = text.replace(
+            &format!("addr = \"{addr}\"\n"),
+            &format!("addr = \"{addr}\"\nmetrics_addr = \"{at}\"\n"),
+        );
+    }
+    let ring_path = dir.path().join("ring.toml");
+    std::fs::write(&ring_path, &text).unwrap();
+    let ring = Ring::load(&ring_path).unwrap();
+    let start = |i: usize| {
+        NodeProcess::start(&ring_path, &format!("n{}", i + 1), &dir.path().join(format!("n{i}")))
+    };
+    let mut nodes: Vec<_> = (0..3).map(|i| Some(start(i))).collect();
+    let client = client_for(&ring);
+    wait_until_up(&client).await;
+    let n1 = [("node", "n1")];
+    let before = scrape(metrics[0]).await;
+
+    let all = WriteOptions { w: Some(3), ..Default::default() };
+    for i in 0..10 {
+        client.put_with(format!("k{i}"), "v", all).await.unwrap();
+    }
+    for i in 0..10 {
+        assert!(client.get(format!("k{i}")).await.unwrap().is_some());
+    }
+    client.settle().await;
+    let report = client.repair("n1", Duration::from_secs(60)).await.unwrap();
+
+    let after = scrape(metrics[0]).await;
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        sample(&after, name, labels) - sample(&before, name, labels)
+    };
+    let writes = [("node", "n1"), ("op", "write"), ("outcome", "applied")];
+    assert_eq!(delta("dynakv_operations_total", &writes), 10.0, "{after}");
+    let reads = [("node", "n1"), ("op", "read"), ("outcome", "found")];
+    assert_eq!(delta("dynakv_operations_total", &reads), 10.0, "{after}");
+    let served: f64 = ["read", "write", "batch"]
+        .iter()
+        .map(|rpc| delta("dynakv_requests_total", &[("node", "n1"), ("rpc", rpc), ("code", "ok")]))
+        .sum();
+    assert!((1.0..=20.0).contains(&served), "20 operations in 1 to 20 RPCs: {served}");
+    assert!(delta("dynakv_request_duration_seconds_count", &n1) >= served);
+    assert_eq!(delta("dynakv_requests_total", &[("node", "n1"), ("rpc", "repair")]), 1.0);
+    assert_eq!(delta("dynakv_anti_entropy_rounds_total", &n1), 1.0);
+    let compared = delta("dynakv_anti_entropy_ranges_compared_total", &n1);
+    assert_eq!(compared, report.ranges_compared as f64);
+    assert!(delta("dynakv_storage_commit_batch_size_count", &[]) >= 1.0);
+    assert_eq!(sample(&after, "dynakv_keys", &n1), 10.0);
+    assert_eq!(sample(&after, "dynakv_ring_version", &n1), 1.0);
+    assert_eq!(sample(&after, "dynakv_storage_degraded", &n1), 0.0);
+
+    // Hints: n3 misses 20 writes, comes back, and n1's pass hands its share off.
+    nodes[2].take().unwrap().kill9();
+    for i in 0..20 {
+        client.put(format!("h{i}"), "v").await.unwrap();
+    }
+    client.settle().await;
+    let held = sample(&scrape(metrics[0]).await, "dynakv_hints_pending", &n1);
+    assert!(held > 0.0, "n1 keeps the hints of the keys it is the first live replica of");
+    nodes[2] = Some(start(2));
+    wait_until_up(&client).await;
+    let before = scrape(metrics[0]).await;
+    let pass = client.hand_off("n1", Duration::from_secs(60)).await.unwrap();
+    let after = scrape(metrics[0]).await;
+    assert_eq!(pass.delivered as f64, held, "n1 delivers every hint it held");
+    assert_eq!(
+        sample(&after, "dynakv_hints_delivered_total", &n1)
+            - sample(&before, "dynakv_hints_delivered_total", &n1),
+        held
+    );
+    assert_eq!(sample(&after, "dynakv_hints_pending", &n1), 0.0);
+}
