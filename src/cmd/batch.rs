@@ -13,7 +13,7 @@ use dynakv_client::{BatchPut, Client, WriteOptions, WriteOutcome};
 use dynakv_core::{validate_key, validate_value};
 use serde::Deserialize;
 
-/// Lines sent per batched call, so a huge file is not all in flight at once.
+/// Lines per batched call, so a huge file's outcomes are not all held at once.
 const LINES_PER_CALL: usize = 10_000;
 
 /// One line of a batch file.
@@ -47,24 +47,36 @@ pub async fn put_file(
             errors.len()
         );
     }
-    let mut failed = 0;
-    let mut unknown = 0;
+    let (mut failed, mut unknown, mut superseded) = (0, 0, 0);
     for chunk in puts.chunks(LINES_PER_CALL) {
         let lines = chunk.iter().map(|(number, _)| *number);
         let results = client.put_many_with(chunk.iter().map(|(_, put)| put.clone()), options).await;
         for (number, result) in lines.zip(results?) {
-            if let Err(e) = result {
-                failed += 1;
-                unknown += usize::from(e.write_outcome() == Some(WriteOutcome::Unknown));
-                eprintln!("line {number}: error: {e}");
+            match result {
+                Ok(written) => {
+                    if let WriteOutcome::Superseded { by } = written.outcome {
+                        superseded += 1;
+                        eprintln!("line {number}: {}", super::superseded(written.version, by));
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    unknown += usize::from(e.write_outcome() == Some(WriteOutcome::Unknown));
+                    eprintln!("line {number}: error: {e}");
+                }
             }
         }
     }
     client.settle().await;
-    eprintln!("{} of {} puts ok", puts.len() - failed, puts.len());
-    Ok(match (failed, unknown) {
-        (0, _) => ExitCode::SUCCESS,
-        (_, 0) => ExitCode::from(2),
+    let ok = puts.len() - failed - superseded;
+    match superseded {
+        0 => eprintln!("{ok} of {} puts ok", puts.len()),
+        _ => eprintln!("{ok} of {} puts ok, {superseded} superseded", puts.len()),
+    }
+    Ok(match (failed, unknown, superseded) {
+        (0, _, 0) => ExitCode::SUCCESS,
+        (0, _, _) => ExitCode::from(super::EXIT_SUPERSEDED),
+        (_, 0, _) => ExitCode::from(2),
         _ => ExitCode::from(super::EXIT_OUTCOME_UNKNOWN),
     })
 }

@@ -21,10 +21,7 @@ pub async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
     };
     client.settle().await;
     match result {
-        Ok(version) => {
-            eprintln!("ok {version}");
-            Ok(ExitCode::SUCCESS)
-        }
+        Ok(written) => Ok(super::write_done(written, "ok")),
         Err(e) => super::write_failed(e),
     }
 }
@@ -54,10 +51,7 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
         client.delete_with(args.key, WriteOptions { w: args.w, strict: args.strict }).await;
     client.settle().await;
     match result {
-        Ok(version) => {
-            eprintln!("deleted {version}");
-            Ok(ExitCode::SUCCESS)
-        }
+        Ok(written) => Ok(super::write_done(written, "deleted")),
         Err(e) => super::write_failed(e),
     }
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use dynakv_client::NodeStatus;
+use dynakv_client::{NodeReport, NodeStatus};
 use dynakv_ring::Ring;
 
 use crate::cli::StatusArgs;
@@ -47,14 +47,28 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let check = check_quorum(&ring, &up, &writable);
     let healthy = check.below_read == 0 && check.below_write == 0;
     let replication = ring.replication();
+    // A node whose clock is off by more than half the bound is flagged before writes are refused.
+    let max_skew_ms = ring.config().clocks.max_skew_ms;
+    let skewed = |r: &NodeReport| r.clock_offset_ms.unsigned_abs() > max_skew_ms / 2;
 
     if args.json {
-        let nodes: Vec<_> =
-            statuses.iter().zip(&shares).map(|(s, share)| node_json(s, *share)).collect();
+        let nodes: Vec<_> = statuses
+            .iter()
+            .zip(&shares)
+            .map(|(s, share)| {
+                let mut item = node_json(s, *share);
+                if let Ok(r) = &s.reply {
+                    item["clock_offset_ms"] = r.clock_offset_ms.into();
+                    item["clock_skewed"] = skewed(r).into();
+                }
+                item
+            })
+            .collect();
         let doc = serde_json::json!({
             "ring_version": ring.version(),
             "replication": { "n": replication.n, "r": replication.r, "w": replication.w },
             "nodes": nodes,
+            "max_skew_ms": max_skew_ms,
             "quorum": {
                 "ok": healthy,
                 "ranges": check.ranges,
@@ -66,27 +80,32 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!(
-            "{:<8} {:<21} {:<8} {:>8} {:>6} {:>10} {:>8} {:>5} {:>10}",
-            "NODE", "ADDRESS", "STATE", "RTT", "OWNS", "KEYS", "HINTS", "RING", "UPTIME"
+            "{:<8} {:<21} {:<8} {:>8} {:>9} {:>6} {:>10} {:>8} {:>5} {:>10}",
+            "NODE", "ADDRESS", "STATE", "RTT", "CLOCK", "OWNS", "KEYS", "HINTS", "RING", "UPTIME"
         );
         for (s, share) in statuses.iter().zip(&shares) {
-            let (state, rtt, keys, hints, ring_version, uptime) = match &s.reply {
+            let (state, rtt, clock, keys, hints, ring_version, uptime) = match &s.reply {
                 Ok(r) => (
                     if r.degraded.is_some() { "DEGRADED" } else { "UP" },
                     format!("{:.2}ms", s.rtt.unwrap_or_default().as_secs_f64() * 1e3),
+                    format!("{:+}ms", r.clock_offset_ms),
                     r.keys.to_string(),
                     r.hints.to_string(),
                     format!("v{}", r.ring_version),
                     human(r.uptime),
                 ),
-                Err(_) => ("DOWN", "-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
+                Err(_) => {
+                    let none = || "-".to_string();
+                    ("DOWN", none(), none(), none(), none(), none(), none())
+                }
             };
             println!(
-                "{:<8} {:<21} {:<8} {:>8} {:>5.1}% {:>10} {:>8} {:>5} {:>10}",
+                "{:<8} {:<21} {:<8} {:>8} {:>9} {:>5.1}% {:>10} {:>8} {:>5} {:>10}",
                 s.id,
                 s.addr.to_string(),
                 state,
                 rtt,
+                clock,
                 share * 100.0,
                 keys,
                 hints,
@@ -108,6 +127,19 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     s.id, r.hint_failures, s.id
                 ),
                 Ok(_) => {}
+            }
+            if let Ok(r) = &s.reply
+                && skewed(r)
+            {
+                let (by, way) = (r.clock_offset_ms.unsigned_abs(), r.clock_offset_ms);
+                let way = if way > 0 { "ahead of" } else { "behind" };
+                println!(
+                    "  warning: {}'s clock is {by} ms {way} this machine's, more than \
+                     max_skew_ms / 2 = {} ms: writes stamped by the faster clock are refused \
+                     past {max_skew_ms} ms (clock skew); sync the clocks (NTP)",
+                    s.id,
+                    max_skew_ms / 2
+                );
             }
         }
         let (n, r, w) = (replication.n, replication.r, replication.w);

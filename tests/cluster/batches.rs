@@ -1,23 +1,55 @@
 //! Batched puts, gets and deletes: one outcome per operation, mixed outcomes with a node down,
-//! batches larger than one call, batched read repair.
+//! stand-ins and hints for batched writes, strict batches, large batches, batched read repair.
 
 use bytes::Bytes;
 use dynakv_client::{BatchPut, ClientError, Op, ReadOptions, WriteOptions, WriteOutcome};
 use dynakv_core::InputError;
-use dynakv_ring::key_token;
+use dynakv_ring::{Ring, key_token};
 
-use crate::support::TestCluster;
+use crate::support::{PATIENCE, TestCluster, counts, dynakv, eventually, text};
+
+/// Hints handed off every 200 ms; no periodic anti-entropy, so hints alone must do it.
+const FAST_HINTS: &str = "[hints]\ninterval_ms = 200\n[anti_entropy]\nenabled = false\n";
+
+/// True when node `node` (0-based) is one of `key`'s replicas.
+fn replicated_on(ring: &Ring, key: &str, node: usize) -> bool {
+    ring.preference_list(key_token(key.as_bytes())).contains(&node)
+}
+
+/// Writes `keys` as a JSON-lines batch file in the cluster's directory; returns its path.
+fn batch_file(cluster: &TestCluster, name: &str, keys: &[String]) -> String {
+    let path = cluster.dir.path().join(name);
+    let lines: Vec<String> =
+        keys.iter().map(|k| format!("{{\"key\": \"{k}\", \"value\": \"v-{k}\"}}")).collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Waits until every node holds exactly the live keys of `keys` it replicates (all of them when
+/// `live`, none otherwise) and no node holds a hint. Asks only the nodes' counters: no read, so
+/// no read repair can do the work of the hints.
+async fn wait_for_every_replica(cluster: &TestCluster, keys: &[String], live: bool, what: &str) {
+    let client = cluster.client();
+    let expected: Vec<(u64, u64)> = (0..4)
+        .map(|node| {
+            let held = keys.iter().filter(|k| replicated_on(&cluster.ring, k, node)).count();
+            (if live { held as u64 } else { 0 }, 0)
+        })
+        .collect();
+    eventually(PATIENCE, what, || async { counts(&client).await == expected }).await;
+}
 
 #[tokio::test]
 async fn batches_of_mixed_outcomes_with_one_node_down() {
-    // Four nodes, N = W = 3: with n4 down, exactly the keys it replicates miss their quorum.
+    // Four nodes, N = W = 3: with n4 down, exactly the keys it replicates miss a strict quorum.
     let mut cluster = TestCluster::start(4, 3, 2, 3).await;
     let client = cluster.client();
     cluster.stop(3).await;
     let keys: Vec<String> = (0..120).map(|i| format!("mixed-{i}")).collect();
-    let on_n4 = |key: &str| cluster.ring.preference_list(key_token(key.as_bytes())).contains(&3);
-    let results =
-        client.put_many(keys.iter().map(|k| (k.clone(), format!("v-{k}")))).await.unwrap();
+    let on_n4 = |key: &str| replicated_on(&cluster.ring, key, 3);
+    let strict = WriteOptions { strict: true, ..Default::default() };
+    let puts = keys.iter().map(|k| BatchPut::new(k.clone(), format!("v-{k}")));
+    let results = client.put_many_with(puts, strict).await.unwrap();
     assert_eq!(results.len(), keys.len());
     let (mut ok, mut failed) = (0, 0);
     for (key, result) in keys.iter().zip(&results) {
@@ -55,6 +87,10 @@ async fn batches_of_mixed_outcomes_with_one_node_down() {
         assert_eq!(result.unwrap(), Some(Bytes::from(format!("v-{key}"))), "{key}");
     }
 
+    // Without --strict, a stand-in keeping a hint for n4 counts toward W = 3.
+    let sloppy = client.put_many(keys.iter().map(|k| (k.clone(), format!("w-{k}")))).await;
+    assert!(sloppy.unwrap().iter().all(Result::is_ok), "stand-ins make up the quorum");
+
     let deleted = client
         .delete_many_with(keys.clone(), WriteOptions { w: Some(2), ..Default::default() })
         .await
@@ -62,6 +98,53 @@ async fn batches_of_mixed_outcomes_with_one_node_down() {
     assert!(deleted.iter().all(Result::is_ok), "W = 2 is met everywhere");
     let gone = client.get_many(keys.clone()).await.unwrap();
     assert!(gone.into_iter().all(|r| r.unwrap().is_none()));
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn put_batch_and_delete_many_reach_a_returning_node_through_hints() {
+    // Four nodes, N = 3: with n4 down, the next node clockwise stands in for it and keeps a hint.
+    let mut cluster = TestCluster::start_with(4, 3, 2, 2, FAST_HINTS).await;
+    cluster.stop(3).await;
+    let keys: Vec<String> = (0..300).map(|i| format!("batched-{i}")).collect();
+    assert!(keys.iter().any(|k| replicated_on(&cluster.ring, k, 3)));
+    let file = batch_file(&cluster, "puts.jsonl", &keys);
+    let out = dynakv(&["put", "--batch", &file], &cluster.ring_path()).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("300 of 300 puts ok"), "{}", text(&out.stderr));
+    cluster.restart(3).await;
+    wait_for_every_replica(&cluster, &keys, true, "every key is on its 3 replicas").await;
+
+    cluster.stop(3).await;
+    let client = cluster.client();
+    let deleted = client.delete_many(keys.clone()).await.unwrap();
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    client.settle().await;
+    cluster.restart(3).await;
+    wait_for_every_replica(&cluster, &keys, false, "every replica holds the tombstones").await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn put_batch_strict_counts_only_the_keys_own_replicas() {
+    // N = W = 3 with n4 down: strict puts of the keys n4 replicates reach 2 replicas and fail
+    // with an unknown outcome (exit 3); without --strict a stand-in completes the quorum.
+    let mut cluster = TestCluster::start(4, 3, 2, 3).await;
+    cluster.stop(3).await;
+    let keys: Vec<String> = (0..60).map(|i| format!("strict-{i}")).collect();
+    let on_n4 = keys.iter().filter(|k| replicated_on(&cluster.ring, k, 3)).count();
+    assert!(on_n4 > 0 && on_n4 < keys.len());
+    let file = batch_file(&cluster, "strict.jsonl", &keys);
+
+    let out = dynakv(&["put", "--batch", &file, "--strict"], &cluster.ring_path()).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(stderr.matches("write quorum not met: 2 of 3").count(), on_n4, "{stderr}");
+    let summary = format!("{} of {} puts ok", keys.len() - on_n4, keys.len());
+    assert!(stderr.contains(&summary), "{stderr}");
+
+    let out = dynakv(&["put", "--batch", &file], &cluster.ring_path()).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
     cluster.shutdown().await;
 }
 
@@ -75,7 +158,7 @@ async fn batches_larger_than_one_call_are_split_and_each_op_reports() {
         .collect();
     let results = client.put_many_with(puts, WriteOptions::default()).await.unwrap();
     assert_eq!(results.len(), 2501);
-    let versions: Vec<_> = results[..2500].iter().map(|r| *r.as_ref().unwrap()).collect();
+    let versions: Vec<_> = results[..2500].iter().map(|r| r.as_ref().unwrap().version).collect();
     assert!(versions.windows(2).all(|w| w[0] < w[1]), "each put has its own version");
     assert!(matches!(results[2500], Err(ClientError::Input(InputError::EmptyKey))));
 
@@ -100,7 +183,7 @@ async fn batched_reads_repair_stale_replicas() {
     cluster.stop(2).await;
     let keys: Vec<String> = (0..50).map(|i| format!("repair-{i}")).collect();
     let results = client.put_many(keys.iter().map(|k| (k.clone(), "v"))).await.unwrap();
-    let versions: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+    let versions: Vec<_> = results.into_iter().map(|r| r.unwrap().version).collect();
     client.settle().await;
     cluster.restart(2).await;
 

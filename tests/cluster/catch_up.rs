@@ -162,7 +162,11 @@ async fn a_write_only_stand_ins_acknowledged_survives_a_long_outage() {
 
 #[tokio::test]
 async fn a_stand_in_whose_clock_lags_cannot_bring_a_deleted_key_back() {
-    let extra = format!("{NO_BACKGROUND_HANDOFF}[tombstones]\ngrace_ms = 6000\n");
+    // The stand-ins' clocks lag by a minute, so the ring allows more skew than that: a node
+    // refuses writes stamped further ahead of its clock than `max_skew_ms`.
+    let extra = format!(
+        "{NO_BACKGROUND_HANDOFF}[tombstones]\ngrace_ms = 6000\n[clocks]\nmax_skew_ms = 120000\n"
+    );
     let mut cluster = TestCluster::start_with(5, 3, 2, 2, &extra).await;
     let (replicas, stand_ins) = placement(&cluster, "k");
     for &i in &stand_ins {

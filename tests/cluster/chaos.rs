@@ -63,7 +63,7 @@ async fn acknowledged_writes_survive_a_random_fault_schedule() {
                         let value = Bytes::from(format!("writer {w} op {i}"));
                         (Some(value.clone()), client.put(key.clone(), value).await)
                     };
-                    let attempt = Attempt { value, acked: result.ok() };
+                    let attempt = Attempt { value, acked: result.ok().map(|w| w.version) };
                     history.lock().entry(key).or_default().push(attempt);
                 }
             })

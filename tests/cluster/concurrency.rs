@@ -12,8 +12,9 @@ async fn concurrent_writers_to_one_key_converge_on_the_highest_version() {
         tokio::spawn(async move {
             let mut versions = Vec::new();
             for i in 0..40 {
-                versions
-                    .push(client.put("contended", format!("writer {w} write {i}")).await.unwrap());
+                versions.push(
+                    client.put("contended", format!("writer {w} write {i}")).await.unwrap().version,
+                );
             }
             versions
         })

@@ -93,7 +93,7 @@ impl Load {
                         // Every key is written once, so the version a replica holds is this one.
                         let key = Bytes::from(format!("c{cycle}-w{writer}-{n}"));
                         match client.put_with(key.clone(), key.clone(), options).await {
-                            Ok(version) => acked.lock().push((key, version)),
+                            Ok(written) => acked.lock().push((key, written.version)),
                             // Failed or unknown outcomes are expected while nodes die.
                             Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
                         }

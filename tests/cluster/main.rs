@@ -9,6 +9,7 @@ mod batches;
 mod catch_up;
 mod chaos;
 mod cli;
+mod clocks;
 mod coalescing;
 mod concurrency;
 mod crashes;

@@ -12,7 +12,7 @@ async fn a_read_repairs_a_replica_that_missed_a_write() {
     // The put returns after W = 2 acks; let the third land before stopping its node.
     writer.settle().await;
     cluster.stop(2).await;
-    let version = writer.put("k", "new").await.unwrap();
+    let version = writer.put("k", "new").await.unwrap().version;
     writer.settle().await;
     cluster.restart(2).await;
 
@@ -37,8 +37,8 @@ async fn a_read_repairs_a_replica_that_missed_a_delete_and_a_first_write() {
     // The put returned after W = 2 acks; let the third replica's write land before stopping it.
     client.settle().await;
     cluster.stop(0).await;
-    let deleted = client.delete("gone").await.unwrap();
-    let created = client.put("fresh", "v").await.unwrap();
+    let deleted = client.delete("gone").await.unwrap().version;
+    let created = client.put("fresh", "v").await.unwrap().version;
     client.settle().await;
     cluster.restart(0).await;
 

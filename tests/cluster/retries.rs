@@ -38,7 +38,7 @@ async fn a_retried_write_produces_one_version() {
     assert!(!put.is_finished(), "one replica is not a quorum of two");
     cluster.restart(1).await;
 
-    let version = put.await.unwrap().expect("a retry met the quorum");
+    let version = put.await.unwrap().expect("a retry met the quorum").version;
     assert_eq!(Some(version), first, "the retry offered the same version");
     for node in 0..2 {
         let record = cluster.replica_record(&observer, node, "k").await.unwrap();

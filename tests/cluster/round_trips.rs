@@ -10,15 +10,15 @@ async fn put_get_overwrite_delete() {
     let client = cluster.client();
 
     assert_eq!(client.get("fruit").await.unwrap(), None);
-    let first = client.put("fruit", "apple").await.unwrap();
+    let first = client.put("fruit", "apple").await.unwrap().version;
     assert_eq!(client.get("fruit").await.unwrap(), Some(Bytes::from("apple")));
 
-    let second = client.put("fruit", "banana").await.unwrap();
+    let second = client.put("fruit", "banana").await.unwrap().version;
     assert!(second > first, "a client's versions increase");
     let read = client.get_versioned("fruit").await.unwrap().unwrap();
     assert_eq!((read.value, read.version), (Bytes::from("banana"), second));
 
-    let deleted = client.delete("fruit").await.unwrap();
+    let deleted = client.delete("fruit").await.unwrap().version;
     assert!(deleted > second);
     assert_eq!(client.get("fruit").await.unwrap(), None);
     assert_eq!(client.get_versioned("fruit").await.unwrap(), None);

@@ -21,7 +21,7 @@ async fn a_key_deleted_while_a_replica_was_down_stays_deleted() {
     client.settle().await;
 
     cluster.stop(2).await;
-    let deleted = client.delete("doomed").await.unwrap();
+    let deleted = client.delete("doomed").await.unwrap().version;
     client.settle().await;
     tokio::time::sleep(Duration::from_millis(1100)).await; // past the grace period
 

@@ -39,8 +39,11 @@ async fn expired_records_read_as_not_found_on_every_path() {
     client.put_with_ttl("lasting", "here", Duration::from_secs(3600)).await.unwrap();
     assert_eq!(client.get("lasting").await.unwrap(), Some(Bytes::from("here")));
 
-    let version =
-        client.put_with_ttl("brief", "gone soon", Duration::from_millis(200)).await.unwrap();
+    let version = client
+        .put_with_ttl("brief", "gone soon", Duration::from_millis(200))
+        .await
+        .unwrap()
+        .version;
     client.settle().await;
     let stored = cluster.replica_record(&client, 0, "brief").await.unwrap();
     assert_eq!(stored.version, version);
@@ -83,7 +86,8 @@ async fn the_sweep_turns_expired_values_into_tombstones_and_storage_shrinks() {
         let version = client
             .put_with_ttl(key.clone(), payload.clone(), Duration::from_secs(3600))
             .await
-            .unwrap();
+            .unwrap()
+            .version;
         expiring.push((Bytes::from(key), version));
     }
     for i in 0..5 {
@@ -150,7 +154,7 @@ async fn the_ttl_survives_read_repair() {
     let mut cluster = TestCluster::start(3, 3, 2, 2).await;
     let client = cluster.client();
     cluster.stop(2).await;
-    let version = client.put_with_ttl("k", "v", Duration::from_secs(3600)).await.unwrap();
+    let version = client.put_with_ttl("k", "v", Duration::from_secs(3600)).await.unwrap().version;
     client.settle().await;
     cluster.restart(2).await;
 
@@ -177,7 +181,8 @@ async fn an_expired_key_is_not_resurrected_by_an_older_copy() {
         .await
         .unwrap();
     cluster.stop(2).await;
-    let version = client.put_with_ttl("k", "new", Duration::from_millis(200)).await.unwrap();
+    let version =
+        client.put_with_ttl("k", "new", Duration::from_millis(200)).await.unwrap().version;
     client.settle().await;
     eventually(PATIENCE, "n1 and n2 swept the expired record", || async {
         let inspection = client.inspect("k").await.unwrap();

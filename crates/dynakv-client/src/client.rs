@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dynakv_core::{
-    HandoffReport, Hlc, Record, RepairReport, Timestamp, Version, now_ms, validate_key,
+    Clock, HandoffReport, Hlc, Record, RepairReport, Timestamp, Version, validate_key,
     validate_value,
 };
 use dynakv_ring::{Ring, key_token};
@@ -16,10 +16,12 @@ use futures::stream::BoxStream;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use crate::error::{ClientError, Op, ReplicaError};
+use crate::cluster_time;
+use crate::error::{ClientError, Op, ReplicaError, WriteOutcome, Written};
 use crate::options::{ClientOptions, ReadOptions, WriteOptions};
+use crate::quorum::{self, Late};
 use crate::replica::Replica;
-use crate::{quorum, retry};
+use crate::retry;
 
 /// What every clone of a client shares.
 pub(crate) struct Shared {
@@ -27,8 +29,13 @@ pub(crate) struct Shared {
     pub(crate) ring: Arc<Ring>,
     /// One handle per ring node, indexed like [`Ring::nodes`].
     pub(crate) replicas: Vec<Replica>,
-    /// Stamps this client's writes; observes every version it reads or is told of.
-    pub(crate) clock: Hlc,
+    /// Stamps this client's writes; every replica handle observes what its node reports. Its
+    /// wall clock follows `wall`, led forward to cluster time ([`cluster_time`]).
+    pub(crate) clock: Arc<Hlc>,
+    /// The wall clock this client was given (`ClientOptions::clock`), without the lead.
+    pub(crate) wall: Clock,
+    /// Set once the client has followed cluster time, before its first write.
+    pub(crate) followed: tokio::sync::OnceCell<()>,
     /// This client's writer id: random, so two clients never produce equal versions.
     pub(crate) writer: u64,
     pub(crate) options: ClientOptions,
@@ -67,17 +74,20 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, ClientError> {
         let options = self.options;
         let max_message = dynakv_proto::max_message_bytes(options.max_value_bytes);
+        let clock = Arc::new(Hlc::bounded(options.clock.follower(), options.max_skew_ms));
         let replicas = self
             .ring
             .nodes()
             .iter()
-            .map(|node| Replica::new(node, &options, max_message))
+            .map(|node| Replica::new(node, &options, max_message, clock.clone()))
             .collect::<Result<_, _>>()?;
         Ok(Client {
             shared: Arc::new(Shared {
                 ring: Arc::new(self.ring),
                 replicas,
-                clock: Hlc::new(),
+                clock,
+                wall: options.clock.clone(),
+                followed: tokio::sync::OnceCell::new(),
                 writer: uuid::Uuid::new_v4().as_u64_pair().0,
                 repairs: Arc::new(Semaphore::new(options.max_inflight_repairs.max(1))),
                 options,
@@ -127,13 +137,13 @@ pub struct DumpedRecord {
     pub record: Record,
 }
 
-/// The absolute expiry (Unix ms) of a write made now with time-to-live `ttl`.
-pub(crate) fn expiry(ttl: Duration) -> Result<u64, ClientError> {
+/// The absolute expiry (Unix ms) of a write made at `now_ms` with time-to-live `ttl`.
+pub(crate) fn expiry(now_ms: u64, ttl: Duration) -> Result<u64, ClientError> {
     /// 9999-12-31, past which no expiry is accepted: nobody means that, and it stays far from
     /// the 48-bit limit of the clock's millisecond field.
     const LATEST_MS: u64 = 253_402_300_799_000;
     let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    let at = now_ms().saturating_add(ms);
+    let at = now_ms.saturating_add(ms);
     if ms == 0 || at > LATEST_MS {
         return Err(ClientError::InvalidTtl { ttl });
     }
@@ -168,6 +178,9 @@ pub struct NodeReport {
     pub degraded: Option<String>,
     /// Time since the node started.
     pub uptime: Duration,
+    /// How far the node's wall clock is ahead of this client's (negative: behind), in
+    /// milliseconds, as read halfway through the health call.
+    pub clock_offset_ms: i64,
 }
 
 impl Client {
@@ -187,12 +200,13 @@ impl Client {
         &self.shared.ring
     }
 
-    /// Stores `value` under `key` with the default W; returns the write's version.
+    /// Stores `value` under `key` with the default W; returns the write's version and whether
+    /// it is the key's value now or a replica already held a newer one ([`Written`]).
     pub async fn put(
         &self,
         key: impl Into<Bytes>,
         value: impl Into<Bytes>,
-    ) -> Result<Version, ClientError> {
+    ) -> Result<Written, ClientError> {
         self.put_with(key, value, WriteOptions::default()).await
     }
 
@@ -202,11 +216,11 @@ impl Client {
         key: impl Into<Bytes>,
         value: impl Into<Bytes>,
         options: WriteOptions,
-    ) -> Result<Version, ClientError> {
+    ) -> Result<Written, ClientError> {
         self.put_expiring(key.into(), value.into(), None, options).await
     }
 
-    /// Stores `value` under `key` for `ttl`, with the default W; returns the write's version.
+    /// Stores `value` under `key` for `ttl`, with the default W; returns what became of it.
     ///
     /// The expiry is absolute (now + `ttl` by this machine's clock, computed once) and travels
     /// with the record, so every replica and every repaired copy expires at the same moment.
@@ -217,7 +231,7 @@ impl Client {
         key: impl Into<Bytes>,
         value: impl Into<Bytes>,
         ttl: Duration,
-    ) -> Result<Version, ClientError> {
+    ) -> Result<Written, ClientError> {
         self.put_ttl_with(key, value, ttl, WriteOptions::default()).await
     }
 
@@ -228,7 +242,7 @@ impl Client {
         value: impl Into<Bytes>,
         ttl: Duration,
         options: WriteOptions,
-    ) -> Result<Version, ClientError> {
+    ) -> Result<Written, ClientError> {
         self.put_expiring(key.into(), value.into(), Some(ttl), options).await
     }
 
@@ -239,36 +253,67 @@ impl Client {
         value: Bytes,
         ttl: Option<Duration>,
         options: WriteOptions,
-    ) -> Result<Version, ClientError> {
+    ) -> Result<Written, ClientError> {
+        let w = self.quorum(Op::Write, options.w)?;
         validate_key(&key)?;
         validate_value(&value, self.shared.options.max_value_bytes)?;
-        let expires_at_ms = ttl.map(expiry).transpose()?.unwrap_or(0);
-        let w = self.quorum(Op::Write, options.w)?;
+        self.follow_cluster_time().await;
+        let (key, record) = self.prepare_put(key, value, ttl)?;
+        let version = record.version;
+        let outcome = self.write_retrying(key, record, w, options.strict, Late::Background).await?;
+        Ok(Written { version, outcome })
+    }
+
+    /// Moves this client's clock forward to cluster time if it has not yet (once per client):
+    /// called before stamping writes.
+    pub(crate) async fn follow_cluster_time(&self) {
+        cluster_time::follow(&self.shared).await;
+    }
+
+    /// Milliseconds since the Unix epoch by this client's clock (led to cluster time).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.shared.clock.wall().now_ms()
+    }
+
+    /// A put checked and stamped with a fresh version, ready to send (and to resend as is).
+    pub(crate) fn prepare_put(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<(Bytes, Record), ClientError> {
+        validate_key(&key)?;
+        validate_value(&value, self.shared.options.max_value_bytes)?;
+        let expires_at_ms = ttl.map(|ttl| expiry(self.now_ms(), ttl)).transpose()?.unwrap_or(0);
         let version = self.next_version();
-        let record = Record { version, value: Some(value), expires_at_ms };
-        self.write_retrying(key, record, w, options.strict).await?;
-        Ok(version)
+        Ok((key, Record { version, value: Some(value), expires_at_ms }))
+    }
+
+    /// A delete checked and stamped with a fresh version: the tombstone to send.
+    pub(crate) fn prepare_delete(&self, key: Bytes) -> Result<(Bytes, Record), ClientError> {
+        validate_key(&key)?;
+        Ok((key, Record::tombstone(self.next_version())))
     }
 
     /// Writes one record, retrying retryable failures with the same record (same version).
-    /// `strict` (or the client's `strict_quorum`) refuses a sloppy quorum.
-    async fn write_retrying(
+    /// `strict` (or the client's `strict_quorum`) refuses a sloppy quorum; `late` says what
+    /// becomes of the calls still in flight once the quorum is met.
+    pub(crate) async fn write_retrying(
         &self,
         key: Bytes,
         record: Record,
         w: usize,
         strict: bool,
-    ) -> Result<(), ClientError> {
+        late: Late,
+    ) -> Result<WriteOutcome, ClientError> {
         let strict = strict || self.shared.options.strict_quorum;
-        retry::retrying(&self.shared.options, || {
-            quorum::write(&self.shared, key.clone(), record.clone(), w, strict)
-        })
-        .await?;
-        Ok(())
+        let write = || quorum::write(&self.shared, key.clone(), record.clone(), w, strict, late);
+        Ok(retry::retrying(&self.shared.options, write).await?)
     }
 
-    /// Deletes `key` (writes a tombstone) with the default W; returns the delete's version.
-    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<Version, ClientError> {
+    /// Deletes `key` (writes a tombstone) with the default W; returns the delete's version and
+    /// whether a replica already held a newer write ([`Written`]).
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<Written, ClientError> {
         self.delete_with(key, WriteOptions::default()).await
     }
 
@@ -277,13 +322,15 @@ impl Client {
         &self,
         key: impl Into<Bytes>,
         options: WriteOptions,
-    ) -> Result<Version, ClientError> {
+    ) -> Result<Written, ClientError> {
+        let w = self.quorum(Op::Write, options.w)?;
         let key = key.into();
         validate_key(&key)?;
-        let w = self.quorum(Op::Write, options.w)?;
-        let version = self.next_version();
-        self.write_retrying(key, Record::tombstone(version), w, options.strict).await?;
-        Ok(version)
+        self.follow_cluster_time().await;
+        let (key, record) = self.prepare_delete(key)?;
+        let version = record.version;
+        let outcome = self.write_retrying(key, record, w, options.strict, Late::Background).await?;
+        Ok(Written { version, outcome })
     }
 
     /// The value under `key` with the default R; `None` when missing, deleted or expired.
@@ -317,13 +364,24 @@ impl Client {
         let key = key.into();
         validate_key(&key)?;
         let r = self.quorum(Op::Read, options.r)?;
-        let record =
-            retry::retrying(&self.shared.options, || quorum::read(&self.shared, key.clone(), r))
-                .await?;
+        let record = self.read_retrying(key, r, Late::Background).await?;
         Ok(record.and_then(|record| {
-            let value = record.visible_value(now_ms())?.clone();
+            let value = record.visible_value(self.now_ms())?.clone();
             Some(Versioned { value, version: record.version })
         }))
+    }
+
+    /// Reads one key with quorum `r`, retrying retryable failures: the newest record among the
+    /// replies (tombstones and expired records included). Stale replicas are repaired, as
+    /// `late` says.
+    pub(crate) async fn read_retrying(
+        &self,
+        key: Bytes,
+        r: usize,
+        late: Late,
+    ) -> Result<Option<Record>, ClientError> {
+        let read = || quorum::read(&self.shared, key.clone(), r, late);
+        Ok(retry::retrying(&self.shared.options, read).await?)
     }
 
     /// What every replica of `key` holds right now, asked directly (node health is ignored).
@@ -379,15 +437,16 @@ impl Client {
             .boxed())
     }
 
-    /// Asks every node of the ring for its health, concurrently.
+    /// Asks every node of the ring for its health and clocks, concurrently; the client's clock
+    /// observes each node's hybrid clock (within the skew bound).
     pub async fn node_statuses(&self) -> Vec<NodeStatus> {
         let calls = self.shared.replicas.iter().zip(self.shared.ring.nodes()).map(
             |(replica, node)| async move {
-                let started = Instant::now();
+                let (sent, started) = (self.shared.wall.now_ms(), Instant::now());
                 let reply = replica.health_check().await;
                 let rtt = reply.is_ok().then(|| started.elapsed());
                 if let Ok(health) = &reply {
-                    self.shared.clock.observe(Timestamp(health.clock));
+                    replica.observe(Timestamp(health.clock));
                 }
                 NodeStatus {
                     id: node.id.clone(),
@@ -400,6 +459,11 @@ impl Client {
                         hint_failures: h.hint_failures,
                         degraded: Some(h.degraded).filter(|cause| !cause.is_empty()),
                         uptime: Duration::from_millis(h.uptime_ms),
+                        clock_offset_ms: cluster_time::offset_ms(
+                            sent,
+                            rtt.unwrap_or_default(),
+                            h.wall_ms,
+                        ),
                     }),
                 }
             },

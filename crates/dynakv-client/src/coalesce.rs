@@ -107,12 +107,14 @@ impl Link {
         self.client.clone()
     }
 
-    /// Sends `op` alone or with the next batch, and returns the node's answer to it. No deadline
-    /// here: the caller applies its own.
+    /// Sends `op` alone or with the next batch, and returns the node's answer to it. Every RPC
+    /// has the deadline; the caller applies its own on top, which covers the wait in the queue.
     pub(crate) async fn submit(self: &Arc<Self>, op: batch_op::Op) -> OpResult {
         match self.admit(op) {
             Admission::Send(op, slot) => {
-                let result = self.send_one(op).await;
+                // Boxed: an RPC's future is large, and most operations under load never send
+                // one themselves (they wait in the queue), so they should not carry its space.
+                let result = Box::pin(self.send_one(op)).await;
                 drop(slot);
                 result
             }
@@ -222,21 +224,28 @@ impl Link {
         batch
     }
 
-    /// Sends one operation as its own RPC.
+    /// Sends one operation as its own RPC, under the RPC deadline: a flush task sends single
+    /// operations too (a batch of one, or the parts of a batch whose reply was too large), and it
+    /// holds a slot until the RPC ends, so a black-holed connection must not hold it longer.
     async fn send_one(&self, op: batch_op::Op) -> OpResult {
         let sent = Instant::now();
         let mut client = self.client.clone();
-        let result = match op {
-            batch_op::Op::Read(read) => client.read(read).await.map(|r| {
-                let reply = r.into_inner();
-                self.saw_read(&reply);
-                Answer::Read(reply)
-            }),
-            batch_op::Op::Write(write) => {
-                client.write(write).await.map(|r| Answer::Write(r.into_inner()))
+        let call = async {
+            match op {
+                batch_op::Op::Read(read) => client.read(read).await.map(|r| {
+                    let reply = r.into_inner();
+                    self.saw_read(&reply);
+                    Answer::Read(reply)
+                }),
+                batch_op::Op::Write(write) => {
+                    client.write(write).await.map(|r| Answer::Write(r.into_inner()))
+                }
             }
         };
-        result.map_err(|status| self.status_error(status, sent))
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(|status| self.status_error(status, sent)),
+            Err(_) => Err(ReplicaError::Timeout { after: self.timeout }),
+        }
     }
 
     /// Sends `batch` as one RPC and answers each of its operations.
@@ -295,9 +304,9 @@ impl Link {
                     Ok(Answer::Read(read))
                 }
                 Some(batch_result::Result::Write(write)) => Ok(Answer::Write(write)),
-                Some(batch_result::Result::Error(e)) => Err(ReplicaError::from_status(
-                    tonic::Status::new(tonic::Code::from(e.code), e.message),
-                )),
+                Some(batch_result::Result::Error(e)) => {
+                    Err(ReplicaError::from_status(dynakv_proto::convert::op_error_status(e)))
+                }
                 None => Err(ReplicaError::Rejected {
                     code: tonic::Code::Internal,
                     message: "batch reply has an empty result".into(),
@@ -339,5 +348,60 @@ impl Drop for SlotGuard {
         if let Some(link) = self.0.take() {
             link.release();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tonic::transport::Endpoint;
+
+    /// A listener that accepts connections and reads from them, but never answers: a node behind
+    /// a black hole.
+    async fn black_hole() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut sink = tokio::io::sink();
+                    let _ = tokio::io::copy(&mut socket, &mut sink).await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn read(key: &'static str) -> batch_op::Op {
+        batch_op::Op::Read(v1::ReadRequest { key: Bytes::from_static(key.as_bytes()) })
+    }
+
+    #[tokio::test]
+    async fn a_flushed_single_operation_frees_its_slot_at_the_deadline() {
+        let addr = black_hole().await;
+        // No HTTP/2 keepalive: nothing but the RPC deadline can end a call to this node.
+        let channel = Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        let deadline = Duration::from_millis(200);
+        let link = Arc::new(Link::new(ReplicaClient::new(channel), deadline, 1, 1 << 22));
+
+        // `a` takes the only slot; `b` waits in the queue behind it.
+        let Admission::Send(_, slot) = link.admit(read("a")) else { panic!("a slot is free") };
+        let Admission::Queued(answer) = link.admit(read("b")) else { panic!("b must queue") };
+        // `a`'s caller gives up: its slot passes to a flush task, which sends `b` alone.
+        drop(slot);
+
+        let answer = tokio::time::timeout(Duration::from_secs(30), answer)
+            .await
+            .expect("the flushed operation ends at its deadline, not never")
+            .expect("answered");
+        assert!(matches!(answer, Err(ReplicaError::Timeout { .. })), "b timed out");
+        for _ in 0..600 {
+            if link.state.lock().in_flight == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the flush task still holds the slot");
     }
 }

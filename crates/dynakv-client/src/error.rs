@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use dynakv_core::InputError;
+use dynakv_core::{InputError, Version};
 use thiserror::Error;
 
 /// A failed client call.
@@ -97,13 +97,40 @@ impl fmt::Display for Op {
     }
 }
 
-/// What is known of a write that missed its quorum.
+/// What became of a put or delete: for one that met its quorum, whether it is the key's value
+/// now ([`Applied`](Self::Applied)) or lost to a newer write ([`Superseded`](Self::Superseded));
+/// for one that missed it, whether it may have landed anyway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
+    /// The quorum stored it and no replica answered with a newer version.
+    Applied,
+    /// The quorum acknowledged it, but a replica already held a newer version of the key, so
+    /// this write lost the merge (last write wins): reads return the newer one. Happens when
+    /// another writer wrote the key later, or with a clock further ahead than this client's.
+    Superseded {
+        /// The newer version a replica holds.
+        by: Version,
+    },
     /// No replica stored it: every request was refused or never sent.
     NotApplied,
     /// Some replica may have stored it; a later read may see it.
     Unknown,
+}
+
+/// A put or delete that met its quorum: its version, and whether it is the key's value now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The write's version.
+    pub version: Version,
+    /// [`WriteOutcome::Applied`], or [`WriteOutcome::Superseded`] with the newer version.
+    pub outcome: WriteOutcome,
+}
+
+impl Written {
+    /// True unless a replica already held a newer version.
+    pub fn is_applied(&self) -> bool {
+        self.outcome == WriteOutcome::Applied
+    }
 }
 
 /// Fewer replicas answered than the quorum needs.
@@ -126,6 +153,18 @@ impl QuorumError {
     /// [`ReplicaError::is_retryable`]), so a later attempt may reach the quorum.
     pub fn is_retryable(&self) -> bool {
         self.failures.iter().any(|f| f.cause.is_retryable())
+    }
+
+    /// The largest clock skew a replica refused the write for, if any did: this client's clock
+    /// is ahead of the cluster's by about that much.
+    pub fn clock_skew(&self) -> Option<(u64, u64)> {
+        self.failures
+            .iter()
+            .filter_map(|f| match f.cause {
+                ReplicaError::ClockSkew { ahead_ms, max_skew_ms } => Some((ahead_ms, max_skew_ms)),
+                _ => None,
+            })
+            .max()
     }
 
     /// For writes: whether the write may have landed on some replicas.
@@ -159,7 +198,7 @@ impl fmt::Display for QuorumError {
                 WriteOutcome::Unknown => f.write_str(
                     "; outcome unknown: the write may have been applied on some replicas",
                 )?,
-                WriteOutcome::NotApplied => f.write_str("; the write was not applied")?,
+                _ => f.write_str("; the write was not applied")?,
             }
         }
         Ok(())
@@ -196,6 +235,17 @@ pub enum ReplicaError {
     /// The node could not be reached or dropped the connection.
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// The node refused the write: its timestamp is further ahead of the node's clock than the
+    /// ring's `max_skew_ms` allows (this client's clock is ahead of the cluster's).
+    #[error(
+        "clock skew: the write is stamped {ahead_ms} ms ahead of the node's clock (max_skew_ms = {max_skew_ms})"
+    )]
+    ClockSkew {
+        /// How far ahead of the node's clock the write's timestamp is, in milliseconds.
+        ahead_ms: u64,
+        /// The ring's bound.
+        max_skew_ms: u64,
+    },
     /// The node answered with an error.
     #[error("{code:?}: {message}")]
     Rejected {
@@ -210,7 +260,9 @@ impl ReplicaError {
     /// True when the request may have reached the node and been applied.
     pub fn may_have_applied(&self) -> bool {
         match self {
-            ReplicaError::Down { .. } | ReplicaError::Refused => false,
+            ReplicaError::Down { .. } | ReplicaError::Refused | ReplicaError::ClockSkew { .. } => {
+                false
+            }
             ReplicaError::Rejected { code, .. } => {
                 !matches!(code, tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition)
             }
@@ -227,6 +279,7 @@ impl ReplicaError {
             | ReplicaError::Timeout { .. }
             | ReplicaError::Refused
             | ReplicaError::Unreachable(_) => true,
+            ReplicaError::ClockSkew { .. } => false,
             ReplicaError::Rejected { code, .. } => matches!(
                 code,
                 tonic::Code::Unavailable
@@ -246,7 +299,7 @@ impl ReplicaError {
             ReplicaError::Rejected { code, .. } => {
                 matches!(code, tonic::Code::Unavailable | tonic::Code::Internal)
             }
-            ReplicaError::Down { .. } => false,
+            ReplicaError::Down { .. } | ReplicaError::ClockSkew { .. } => false,
         }
     }
 
@@ -257,6 +310,12 @@ impl ReplicaError {
 
     /// Classifies a gRPC status from a call.
     pub fn from_status(status: tonic::Status) -> Self {
+        if let Some(skew) = dynakv_proto::convert::clock_skew_of(&status) {
+            return ReplicaError::ClockSkew {
+                ahead_ms: skew.ahead_ms,
+                max_skew_ms: skew.max_skew_ms,
+            };
+        }
         match status.code() {
             tonic::Code::Unavailable | tonic::Code::Unknown if is_transport(&status) => {
                 if connection_refused(&status) {

@@ -12,7 +12,10 @@
 //! ```
 //!
 //! A write is stamped with a version from the client's hybrid logical clock and sent to all N
-//! replicas at once; it returns after W acknowledgements. A read asks all N and resolves the
+//! replicas at once; it returns after W acknowledgements, as a [`Written`] that says whether a
+//! replica already held a newer version ([`WriteOutcome::Superseded`]). The clock follows cluster
+//! time when it is behind, and no timestamp moves it more than the ring's `max_skew_ms` ahead;
+//! nodes refuse writes stamped further ahead than that ([`ReplicaError::ClockSkew`]). A read asks all N and resolves the
 //! first R replies by version (last write wins); replicas that answered with an older version,
 //! or not at all, are repaired in the background. Late replies still count for node health.
 //! Under load, concurrent operations to one node share batch RPCs; each keeps its own deadline,
@@ -20,25 +23,31 @@
 //!
 //! Operations that miss their quorum for a retryable reason (see [`ClientError::is_retryable`])
 //! are retried with backoff; a retried write reuses its version. Writes may carry a time-to-live
-//! ([`Client::put_with_ttl`]); many keys go in one call per node with [`Client::put_many`],
-//! [`Client::get_many`] and [`Client::delete_many`] (not atomic across keys).
+//! ([`Client::put_with_ttl`]); many keys go in one call with [`Client::put_many`],
+//! [`Client::get_many`] and [`Client::delete_many`], each key through the same quorum rounds as
+//! a single operation (not atomic across keys).
 //!
 //! # Layout
 //! - [`client`]: [`Client`] and its builder: the public operations.
-//! - [`batch`]: `put_many`, `get_many`, `delete_many`: one `Batch` RPC per node, one outcome
-//!   per operation (not atomic across keys).
+//! - [`batch`]: `put_many`, `get_many`, `delete_many`: every key through the single-key rounds,
+//!   concurrently and bounded; one outcome per operation (not atomic across keys).
 //! - [`options`]: [`ClientOptions`], per-call [`ReadOptions`] and [`WriteOptions`].
-//! - [`quorum`]: the concurrent fan-out that waits for R or W replies.
+//! - [`quorum`]: the read and write rounds every operation runs: the concurrent fan-out that
+//!   waits for R or W replies, stand-ins and hints for unreachable replicas.
 //! - [`repair`]: asynchronous read repair of stale replicas.
 //! - [`retry`]: idempotent retries of retryable failures, exponential backoff with jitter.
 //! - [`replica`]: one node's channel, with deadlines and health accounting on every call.
-//! - `coalesce`: concurrent operations to one node sent together as batch RPCs.
+//! - `cluster_time`: before its first write, a client follows cluster time (the nodes' wall
+//!   clocks, by majority) when its own clock is behind.
+//! - `coalesce`: concurrent operations to one node sent together as batch RPCs: the one batcher,
+//!   with the one set of size limits.
 //! - [`error`]: [`ClientError`], [`QuorumError`] and [`ReplicaError`], carrying the numbers.
 
 #![warn(missing_docs)]
 
 pub mod batch;
 pub mod client;
+mod cluster_time;
 mod coalesce;
 pub mod error;
 pub mod options;
@@ -52,5 +61,7 @@ pub use client::{
     Client, ClientBuilder, DumpedRecord, Inspection, NodeReport, NodeStatus, ReplicaView, Versioned,
 };
 pub use dynakv_core::{HandoffReport, HealthPolicy, NodeHealth, RepairReport};
-pub use error::{ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome};
+pub use error::{
+    ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome, Written,
+};
 pub use options::{ClientOptions, ReadOptions, WriteOptions};

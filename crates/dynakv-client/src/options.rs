@@ -2,12 +2,15 @@
 
 use std::time::Duration;
 
-use dynakv_core::HealthPolicy;
+use dynakv_core::{Clock, HealthPolicy};
 use dynakv_ring::Ring;
 
 /// Default of [`ClientOptions::rpcs_in_flight_per_node`]: with two RPCs in flight a node always
 /// has the next batch waiting while it answers one, and batches still form under load.
 pub const DEFAULT_RPCS_IN_FLIGHT_PER_NODE: usize = 2;
+
+/// Default of [`ClientOptions::max_concurrent_batch_ops`].
+pub const DEFAULT_MAX_CONCURRENT_BATCH_OPS: usize = 1024;
 
 /// Client-wide settings; [`ClientOptions::from_ring`] takes deadlines and limits from the ring file.
 #[derive(Debug, Clone)]
@@ -36,6 +39,17 @@ pub struct ClientOptions {
     /// RPCs in flight to one node before further operations to it wait and are then sent
     /// together as one batch RPC; 0 sends every operation as its own RPC (no coalescing).
     pub rpcs_in_flight_per_node: usize,
+    /// Operations of one `put_many`, `get_many` or `delete_many` call in flight at once; the
+    /// rest wait their turn, so a huge batch neither floods the nodes nor holds memory for every
+    /// operation's round at once. Default 1024: enough to fill the coalescer's batch RPCs.
+    pub max_concurrent_batch_ops: usize,
+    /// This client's wall clock: the system clock unless a test skews it. The client stamps
+    /// writes by it, moved forward to cluster time when the nodes' clocks are ahead (it never
+    /// moves back).
+    pub clock: Clock,
+    /// Timestamps more than this many milliseconds ahead of the client's clock are not observed
+    /// (see [`Hlc::bounded`](dynakv_core::Hlc::bounded)); from the ring's `[clocks] max_skew_ms`.
+    pub max_skew_ms: u64,
 }
 
 impl ClientOptions {
@@ -53,6 +67,9 @@ impl ClientOptions {
             backoff_min_delay: Duration::from_millis(50),
             backoff_max_delay: Duration::from_secs(1),
             rpcs_in_flight_per_node: DEFAULT_RPCS_IN_FLIGHT_PER_NODE,
+            max_concurrent_batch_ops: DEFAULT_MAX_CONCURRENT_BATCH_OPS,
+            clock: Clock::system(),
+            max_skew_ms: config.clocks.max_skew_ms,
         }
     }
 }

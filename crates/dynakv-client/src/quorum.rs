@@ -1,12 +1,14 @@
-//! The concurrent fan-out behind every read and write: ask all N replicas of a key at once and
-//! return as soon as R (or W) have answered. The calls still in flight are handed to a
-//! background task, so their results still update node health (and, for reads, feed repair).
+//! The read and write rounds behind every operation, single or batched: ask all N replicas of a
+//! key at once and decide as soon as R (or W) have answered. The calls still in flight then
+//! either go to a background task or are awaited by the caller ([`Late`]); either way their
+//! results still update node health, failed replicas are still stood in for, and late read
+//! replies still feed read repair.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use dynakv_core::{Record, Timestamp};
+use dynakv_core::{Record, Version, merge};
 use dynakv_proto::v1::WriteResponse;
 use dynakv_ring::{NodeIndex, PreferenceList, key_token};
 use futures::StreamExt;
@@ -14,8 +16,20 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 
 use crate::client::Shared;
-use crate::error::{Op, QuorumError, ReplicaError, ReplicaFailure};
+use crate::error::{Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome};
 use crate::repair;
+
+/// What a round does with the calls still in flight once its outcome is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Late {
+    /// Hand them to a background task and return at once: a single operation answers as soon as
+    /// its quorum is met.
+    Background,
+    /// Finish them (and, for reads, the repair) before returning: a batch operation holds its
+    /// place among the batch's operations in flight until all of its work is done, so a batch
+    /// bounds all the work it causes, late calls included.
+    Await,
+}
 
 /// Calls still in flight when a quorum call returns.
 pub(crate) type Pending<T> =
@@ -46,7 +60,7 @@ fn split_by_health(
 
 /// The replicas a call goes to. Nodes marked down are skipped, unless skipping them would leave
 /// too few to reach the quorum: then every replica is tried.
-pub(crate) fn targets(
+fn targets(
     shared: &Shared,
     replicas: &PreferenceList,
     quorum: usize,
@@ -93,14 +107,16 @@ fn plan_write(
 }
 
 /// Writes `record` to the key's replicas and returns once `w` nodes have acknowledged it
-/// (stand-ins keeping hints count, unless `strict`).
+/// (stand-ins keeping hints count, unless `strict`), leaving the other calls to `late`. The
+/// outcome is [`WriteOutcome::Superseded`] if a node answered that it holds a newer version.
 pub(crate) async fn write(
     shared: &Arc<Shared>,
     key: Bytes,
     record: Record,
     w: usize,
     strict: bool,
-) -> Result<(), QuorumError> {
+    late: Late,
+) -> Result<WriteOutcome, QuorumError> {
     let token = key_token(&key);
     let replicas = shared.ring.preference_list(token);
     let (sends, spare, failures) = plan_write(shared, token, &replicas, w, strict);
@@ -113,6 +129,7 @@ pub(crate) async fn write(
         spare,
         orphans: PreferenceList::new(),
         acked: PreferenceList::new(),
+        newer: None,
         failures,
         calls: FuturesUnordered::new(),
     };
@@ -121,6 +138,10 @@ pub(crate) async fn write(
     }
     while round.acked.len() < w && round.next().await {}
     let acked = round.acked.len();
+    let outcome = match round.newer {
+        Some(by) => WriteOutcome::Superseded { by },
+        None => WriteOutcome::Applied,
+    };
     let error = (acked < w).then(|| QuorumError {
         op: Op::Write,
         needed: w,
@@ -129,9 +150,14 @@ pub(crate) async fn write(
         failures: std::mem::take(&mut round.failures),
     });
     if !round.calls.is_empty() {
-        shared.background.spawn(async move { while round.next().await {} });
+        match late {
+            Late::Background => {
+                shared.background.spawn(async move { while round.next().await {} });
+            }
+            Late::Await => while round.next().await {},
+        }
     }
-    error.map_or(Ok(()), Err)
+    error.map_or(Ok(outcome), Err)
 }
 
 /// A write call's result: where it went, whether its ack counts toward W, and the reply.
@@ -148,6 +174,8 @@ struct WriteRound {
     spare: VecDeque<NodeIndex>,
     /// Nodes whose acknowledgement counts toward W.
     acked: PreferenceList,
+    /// The highest version newer than `record` that a node answered it holds, if any.
+    newer: Option<Version>,
     /// Replicas some node already keeps a hint for.
     hinted: PreferenceList,
     /// Failed replicas waiting for a replica to acknowledge, which will then keep their hint.
@@ -172,6 +200,10 @@ impl WriteRound {
         let Some(((node, _), counts, reply)) = self.calls.next().await else { return false };
         match reply {
             Ok(reply) => {
+                let current = reply.current.map(Version::from).unwrap_or_default();
+                if current.supersedes(self.record.version) {
+                    self.newer = self.newer.max(Some(current));
+                }
                 if counts {
                     self.acked.push(node);
                     if self.replicas.contains(&node) {
@@ -179,9 +211,6 @@ impl WriteRound {
                             self.send((node, Some(orphan)), false);
                         }
                     }
-                }
-                if let Some(current) = reply.current {
-                    self.shared.clock.observe(Timestamp(current.timestamp));
                 }
             }
             Err(cause) => {
@@ -214,11 +243,12 @@ impl WriteRound {
 }
 
 /// Reads the key from its replicas and returns the newest record among the first `r` replies
-/// (`None` if none of them holds anything). Stale replicas are repaired in the background.
+/// (`None` if none of them holds anything). Stale replicas are repaired, as `late` says.
 pub(crate) async fn read(
     shared: &Arc<Shared>,
     key: Bytes,
     r: usize,
+    late: Late,
 ) -> Result<Option<Record>, QuorumError> {
     let replicas = shared.ring.preference_list(key_token(&key));
     let (targets, mut failures) = targets(shared, &replicas, r);
@@ -243,7 +273,11 @@ pub(crate) async fn read(
     }
     if replies.len() < r {
         if !calls.is_empty() {
-            shared.background.spawn(async move { while calls.next().await.is_some() {} });
+            let drain = async move { while calls.next().await.is_some() {} };
+            match late {
+                Late::Background => drop(shared.background.spawn(drain)),
+                Late::Await => drain.await,
+            }
         }
         return Err(QuorumError {
             op: Op::Read,
@@ -254,14 +288,11 @@ pub(crate) async fn read(
         });
     }
     let winner = newest(&replies).cloned();
-    if let Some(record) = &winner {
-        shared.clock.observe(record.version.timestamp);
-    }
-    repair::after_read(shared, key, replicas, replies, calls);
+    repair::after_read(shared, key, replicas, replies, calls, late).await;
     Ok(winner)
 }
 
-/// The record with the highest version among the replies.
+/// The record that wins the merge rule among the replies.
 pub(crate) fn newest(replies: &[(NodeIndex, Option<Record>)]) -> Option<&Record> {
-    replies.iter().filter_map(|(_, record)| record.as_ref()).max_by_key(|record| record.version)
+    replies.iter().filter_map(|(_, record)| record.as_ref()).reduce(merge)
 }

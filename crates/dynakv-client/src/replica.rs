@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynakv_core::{NodeHealth, Record};
+use dynakv_core::{Hlc, NodeHealth, Record, Timestamp};
 use dynakv_proto::v1::{self, batch_op, replica_client::ReplicaClient};
 use dynakv_ring::NodeSpec;
 use tonic::transport::Endpoint;
@@ -32,6 +32,10 @@ pub struct Replica {
     pub health: NodeHealth,
     /// Deadline of one call.
     timeout: Duration,
+    /// The client's clock, shared by every replica: it observes every timestamp a node reports
+    /// (versions read, versions held after a write, the node's clock) through
+    /// [`Replica::observe`] and nowhere else, bounded by the ring's `max_skew_ms`.
+    clock: Arc<Hlc>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -46,6 +50,7 @@ impl Replica {
         node: &NodeSpec,
         options: &ClientOptions,
         max_message: usize,
+        clock: Arc<Hlc>,
     ) -> Result<Self, ClientError> {
         let endpoint = Endpoint::from_shared(format!("http://{}", node.addr))
             .map_err(|e| ClientError::Address { node: node.id.clone(), reason: e.to_string() })?
@@ -70,6 +75,7 @@ impl Replica {
             link: Arc::new(link),
             health: NodeHealth::new(&options.health),
             timeout: options.request_timeout,
+            clock,
         })
     }
 
@@ -79,13 +85,10 @@ impl Replica {
             Answer::Read(reply) => reply,
             Answer::Write(_) => return Err(mismatched("read")),
         };
-        match reply.record {
-            Some(wire) => Record::try_from(wire).map(Some).map_err(|e| ReplicaError::Rejected {
-                code: tonic::Code::Internal,
-                message: e.to_string(),
-            }),
-            None => Ok(None),
-        }
+        let Some(wire) = reply.record else { return Ok(None) };
+        let record = Record::try_from(wire).map_err(|e| ReplicaError::malformed(e.to_string()))?;
+        self.observe(record.version.timestamp);
+        Ok(Some(record))
     }
 
     /// Offers `record` for `key`; the node keeps it if it is newer than what it holds.
@@ -106,16 +109,30 @@ impl Replica {
         hint_for: String,
     ) -> Result<v1::WriteResponse, ReplicaError> {
         let request = v1::WriteRequest { key, record: Some(record.into()), hint_for };
-        match self.call(batch_op::Op::Write(request)).await? {
-            Answer::Write(reply) => Ok(reply),
-            Answer::Read(_) => Err(mismatched("write")),
+        let reply = match self.call(batch_op::Op::Write(request)).await? {
+            Answer::Write(reply) => reply,
+            Answer::Read(_) => return Err(mismatched("write")),
+        };
+        if let Some(current) = &reply.current {
+            self.observe(Timestamp(current.timestamp));
         }
+        Ok(reply)
     }
 
-    /// The node's identity, clock and counters. Never coalesced.
+    /// The node's identity, clocks and counters. Never coalesced; the caller decides what to
+    /// make of the clocks.
     pub async fn health_check(&self) -> Result<v1::HealthResponse, ReplicaError> {
         let mut client = self.link.client();
         self.direct(self.timeout, client.health(v1::HealthRequest {})).await
+    }
+
+    /// Moves the client's clock past a timestamp this node reported, unless it is more than
+    /// the skew bound ahead of the client's clock (a node whose clock runs far ahead must not
+    /// drag this client's writes into the future).
+    pub(crate) fn observe(&self, seen: Timestamp) {
+        if let Err(skew) = self.clock.admit(seen) {
+            tracing::debug!(node = %self.id, %skew, "timestamp beyond the skew bound not observed");
+        }
     }
 
     /// Sends many reads and writes to the node in one call; one result per operation, in order.
@@ -197,8 +214,5 @@ impl Replica {
 
 /// The node answered an operation with the reply to another kind.
 fn mismatched(op: &str) -> ReplicaError {
-    ReplicaError::Rejected {
-        code: tonic::Code::Internal,
-        message: format!("the node answered a {op} with the reply to another operation"),
-    }
+    ReplicaError::malformed(format!("the node answered a {op} with the reply to another operation"))
 }

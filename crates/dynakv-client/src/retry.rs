@@ -16,8 +16,8 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use crate::error::{Op, QuorumError, WriteOutcome};
 use crate::options::ClientOptions;
 
-/// The waits between attempts of one operation (or one batch round): `max_attempts - 1` of them.
-pub(crate) fn schedule(options: &ClientOptions) -> ExponentialBackoff {
+/// The waits between attempts of one operation: `max_attempts - 1` of them.
+fn schedule(options: &ClientOptions) -> ExponentialBackoff {
     ExponentialBuilder::default()
         .with_min_delay(options.backoff_min_delay)
         .with_max_delay(options.backoff_max_delay)
@@ -28,14 +28,14 @@ pub(crate) fn schedule(options: &ClientOptions) -> ExponentialBackoff {
 
 /// Remembers whether any failed attempt of a write may have been applied.
 #[derive(Debug, Default)]
-pub(crate) struct OutcomeMemory {
+struct OutcomeMemory {
     /// The latest failure whose write outcome was unknown.
     unknown: Option<QuorumError>,
 }
 
 impl OutcomeMemory {
     /// Notes a failed attempt.
-    pub(crate) fn remember(&mut self, failure: &QuorumError) {
+    fn remember(&mut self, failure: &QuorumError) {
         if failure.op == Op::Write && failure.write_outcome() == WriteOutcome::Unknown {
             self.unknown = Some(failure.clone());
         }
@@ -43,7 +43,7 @@ impl OutcomeMemory {
 
     /// The failure to report once the attempts are over: the last one, unless it says "not
     /// applied" while an earlier attempt may have been applied.
-    pub(crate) fn report(self, last: QuorumError) -> QuorumError {
+    fn report(self, last: QuorumError) -> QuorumError {
         match self.unknown {
             Some(unknown)
                 if last.op == Op::Write && last.write_outcome() == WriteOutcome::NotApplied =>
@@ -84,7 +84,7 @@ where
 }
 
 /// Sleeps between two attempts.
-pub(crate) async fn pause(delay: Duration) {
+async fn pause(delay: Duration) {
     tokio::time::sleep(delay).await;
 }
 
@@ -102,6 +102,9 @@ mod tests {
             max_inflight_repairs: 1,
             strict_quorum: false,
             rpcs_in_flight_per_node: 2,
+            max_concurrent_batch_ops: 1,
+            clock: dynakv_core::Clock::system(),
+            max_skew_ms: 500,
             max_attempts,
             backoff_min_delay: Duration::from_millis(1),
             backoff_max_delay: Duration::from_millis(4),

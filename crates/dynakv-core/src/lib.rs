@@ -7,7 +7,8 @@
 //! - [`limits`]: key and value validation, the size limits and the typed [`InputError`].
 //! - [`clock`]: [`Clock`], wall-clock time that tests can shift, read by everything that decides
 //!   by time.
-//! - [`hlc`]: the hybrid logical clock ([`Hlc`], [`Timestamp`]) every writer stamps versions with.
+//! - [`hlc`]: the hybrid logical clock ([`Hlc`], [`Timestamp`]) every writer stamps versions with,
+//!   bounded so no timestamp pushes it more than a skew bound ahead ([`ClockSkew`]).
 //! - [`version`]: [`Version`] = (timestamp, writer id), totally ordered.
 //! - [`record`]: [`Record`] (a value or a tombstone, with its version and expiry) and the
 //!   last-write-wins [`merge`] rule.
@@ -31,7 +32,7 @@ pub mod version;
 pub use clock::Clock;
 pub use codec::CodecError;
 pub use health::{HealthPolicy, NodeHealth};
-pub use hlc::{Hlc, Timestamp};
+pub use hlc::{ClockSkew, Hlc, Timestamp};
 pub use limits::{
     DEFAULT_MAX_VALUE_BYTES, InputError, MAX_KEY_BYTES, validate_key, validate_value,
 };

@@ -42,9 +42,10 @@ impl Record {
         if self.is_expired_at(now_ms) { None } else { self.value.as_ref() }
     }
 
-    /// True when this record must replace `other`: its version is strictly higher.
+    /// True when this record must replace `other`: its version supersedes `other`'s
+    /// ([`Version::supersedes`]).
     pub fn supersedes(&self, other: &Record) -> bool {
-        self.version > other.version
+        self.version.supersedes(other.version)
     }
 }
 

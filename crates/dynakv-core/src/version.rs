@@ -19,6 +19,12 @@ impl Version {
     pub fn new(timestamp: Timestamp, writer: u64) -> Self {
         Version { timestamp, writer }
     }
+
+    /// The merge rule on versions: true when a record written at `self` replaces one written at
+    /// `other`, that is when `self` is strictly higher. Equal versions are the same write.
+    pub fn supersedes(self, other: Version) -> bool {
+        self > other
+    }
 }
 
 impl std::fmt::Display for Version {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use dynakv_core::codec;
 use dynakv_proto::v1;
-use dynakv_storage::{Space, next_page_start, split_stored_key};
+use dynakv_storage::{Space, split_stored_key};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -48,10 +48,11 @@ async fn send_all(
 ) {
     let limit = if request.limit == 0 { u64::MAX } else { request.limit };
     let mut sent = 0u64;
-    let mut from = Bytes::new();
+    let mut pages = state.store.pages(Space::Records, Bytes::new(), None, DUMP_PAGE);
     loop {
-        let page = match state.store.scan(Space::Records, from, None, DUMP_PAGE).await {
-            Ok(page) => page,
+        let page = match pages.next().await {
+            Ok(Some(page)) => page,
+            Ok(None) => return,
             Err(e) => {
                 let _ = tx.send(Err(storage_status(e))).await;
                 return;
@@ -77,10 +78,6 @@ async fn send_all(
             if sent >= limit {
                 return;
             }
-        }
-        match page.last() {
-            Some((last, _)) if page.len() == DUMP_PAGE => from = next_page_start(last),
-            _ => return,
         }
     }
 }

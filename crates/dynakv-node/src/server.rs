@@ -86,7 +86,7 @@ impl Node {
             index,
             ring: config.ring.clone(),
             store,
-            clock: Hlc::with_clock(config.clock.clone()),
+            clock: Hlc::bounded(config.clock.clone(), config.ring.config().clocks.max_skew_ms),
             wall: config.clock.clone(),
             data_dir,
             metrics_addr,

@@ -39,7 +39,8 @@ pub struct NodeState {
     pub ring: Arc<Ring>,
     /// The node's records.
     pub store: Store,
-    /// Observes every version the node stores, so its health replies let callers move past them.
+    /// Observes every version the node stores, so its health replies let callers move past them;
+    /// bounded by the ring's `max_skew_ms`, so no request moves it further ahead of `wall`.
     pub clock: Hlc,
     /// Wall-clock time for expiry, tombstone grace and sweeps (the HLC follows it too).
     pub wall: Clock,
@@ -178,7 +179,11 @@ impl NodeState {
             validate_value(value, self.ring.config().limits.max_value_bytes)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
-        self.clock.observe(record.version.timestamp);
+        // The one check that keeps a fast clock from putting writes in the future: a timestamp
+        // too far ahead of this node's clock is refused, and the clock does not move.
+        self.clock
+            .admit(record.version.timestamp)
+            .map_err(|skew| dynakv_proto::convert::clock_skew_status(&self.id, skew))?;
         let key = &request.key;
         let outcome = match hint_for {
             None => self.store.write(token, key, record).await,
@@ -225,10 +230,7 @@ impl NodeState {
                 None => Err(Status::invalid_argument("batch operation is empty")),
             };
             let outcome = outcome.unwrap_or_else(|status| {
-                Outcome::Error(v1::OpError {
-                    code: status.code() as i32,
-                    message: status.message().to_string(),
-                })
+                Outcome::Error(dynakv_proto::convert::status_op_error(&status))
             });
             v1::BatchResult { result: Some(outcome) }
         }))
@@ -248,6 +250,7 @@ impl NodeState {
             hint_failures: self.hint_failures.load(Ordering::Relaxed),
             degraded: self.store.fault().map(|f| f.to_string()).unwrap_or_default(),
             metrics_addr: self.metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
+            wall_ms: self.wall.now_ms(),
         }
     }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dynakv_core::codec;
-use dynakv_storage::{Space, StorageError, Store, next_page_start};
+use dynakv_storage::{Space, StorageError, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::service::NodeState;
@@ -85,9 +85,9 @@ async fn pass(
     stop: &CancellationToken,
 ) -> Result<SweepReport, StorageError> {
     let mut report = SweepReport::default();
-    let mut from = Bytes::new();
+    let mut pages = store.pages(Space::Records, Bytes::new(), None, SWEEP_PAGE);
     while !stop.is_cancelled() {
-        let page = store.scan(Space::Records, from, None, SWEEP_PAGE).await?;
+        let Some(page) = pages.next().await? else { break };
         report.scanned += page.len() as u64;
         let expiries = page.iter().filter_map(|(key, value)| match expiry(value) {
             Ok(Some((version, at))) if at <= now => Some(store.expire(key.clone(), version, now)),
@@ -103,10 +103,6 @@ async fn pass(
         });
         for outcome in futures::future::join_all(expiries).await {
             report.expired += u64::from(outcome?);
-        }
-        match page.last() {
-            Some((last, _)) if page.len() == SWEEP_PAGE => from = next_page_start(last),
-            _ => break,
         }
     }
     Ok(report)

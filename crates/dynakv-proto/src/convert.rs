@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use dynakv_core::{HandoffReport, Record, RepairReport, Timestamp, Version};
+use dynakv_core::{ClockSkew, HandoffReport, Record, RepairReport, Timestamp, Version};
 
 use crate::v1;
 
@@ -117,6 +117,43 @@ impl From<v1::HandoffReport> for HandoffReport {
     }
 }
 
+/// The status a node refuses a write with when its timestamp is too far ahead of the node's
+/// clock: OUT_OF_RANGE, with the skew in its details so the caller gets the numbers, typed.
+pub fn clock_skew_status(node: &str, skew: ClockSkew) -> tonic::Status {
+    use prost::Message;
+    let details = v1::ClockSkew { ahead_ms: skew.ahead_ms, max_skew_ms: skew.max_skew_ms };
+    let message = format!(
+        "clock skew: node {node} refused a write stamped {} ms ahead of its clock \
+         (max_skew_ms = {})",
+        skew.ahead_ms, skew.max_skew_ms
+    );
+    tonic::Status::with_details(tonic::Code::OutOfRange, message, details.encode_to_vec().into())
+}
+
+/// The clock skew a status reports, if it is a node's refusal of a write stamped too far ahead.
+pub fn clock_skew_of(status: &tonic::Status) -> Option<ClockSkew> {
+    use prost::Message;
+    if status.code() != tonic::Code::OutOfRange || status.details().is_empty() {
+        return None;
+    }
+    let wire = v1::ClockSkew::decode(status.details()).ok()?;
+    Some(ClockSkew { ahead_ms: wire.ahead_ms, max_skew_ms: wire.max_skew_ms })
+}
+
+/// A batch operation's error as the status a single call would have failed with.
+pub fn op_error_status(error: v1::OpError) -> tonic::Status {
+    tonic::Status::with_details(tonic::Code::from(error.code), error.message, error.details)
+}
+
+/// A status as a batch operation's error, details included.
+pub fn status_op_error(status: &tonic::Status) -> v1::OpError {
+    v1::OpError {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+        details: bytes::Bytes::copy_from_slice(status.details()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +172,16 @@ mod tests {
         }
         let bare = v1::Record { version: None, ..Default::default() };
         assert_eq!(Record::try_from(bare), Err(MissingField("record version")));
+    }
+
+    #[test]
+    fn clock_skew_survives_a_status_and_a_batch_error() {
+        let skew = ClockSkew { ahead_ms: 3_600_000, max_skew_ms: 500 };
+        let status = clock_skew_status("n1", skew);
+        assert!(status.message().starts_with("clock skew: node n1"), "{}", status.message());
+        assert_eq!(clock_skew_of(&status), Some(skew));
+        let batched = op_error_status(status_op_error(&status));
+        assert_eq!(clock_skew_of(&batched), Some(skew));
+        assert_eq!(clock_skew_of(&tonic::Status::out_of_range("message length too large")), None);
     }
 }

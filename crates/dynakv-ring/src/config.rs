@@ -37,6 +37,9 @@
 //! [ttl]
 //! sweep_interval_ms = 2000    # how often each node rewrites expired records as tombstones (default 2000)
 //!
+//! [clocks]
+//! max_skew_ms = 500     # a node refuses writes stamped further ahead of its clock (default 500)
+//!
 //! [[nodes]]
 //! id = "n1"
 //! addr = "127.0.0.1:7401"
@@ -92,6 +95,9 @@ pub struct RingConfig {
     /// Expiry of records written with a time-to-live.
     #[serde(default)]
     pub ttl: TtlSettings,
+    /// How far clocks may disagree.
+    #[serde(default)]
+    pub clocks: ClockSettings,
     /// The nodes, in any order; placement depends only on their ids.
     pub nodes: Vec<NodeSpec>,
 }
@@ -238,6 +244,24 @@ pub struct TtlSettings {
 impl Default for TtlSettings {
     fn default() -> Self {
         TtlSettings { sweep_interval_ms: 2000 }
+    }
+}
+
+/// How far the clocks of writers and nodes may disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClockSettings {
+    /// A node refuses a write whose timestamp is more than this many milliseconds ahead of its
+    /// own clock, and no timestamp moves a node's or a client's clock further ahead than this, so
+    /// one fast clock cannot put every later write in the future. Writes carry their writer's
+    /// time: a write stamped far ahead would otherwise win over every write made after it until
+    /// the real time caught up with it.
+    pub max_skew_ms: u64,
+}
+
+impl Default for ClockSettings {
+    fn default() -> Self {
+        ClockSettings { max_skew_ms: 500 }
     }
 }
 
@@ -395,6 +419,9 @@ mod tests {
         assert!(config.anti_entropy.enabled);
         assert_eq!(config.hints.interval_ms, 1000);
         assert_eq!(config.ttl.sweep_interval_ms, 2000);
+        assert_eq!(config.clocks.max_skew_ms, 500);
+        let loose = RingConfig::parse(&format!("[clocks]\nmax_skew_ms = 7200000\n{GOOD}"));
+        assert_eq!(loose.unwrap().clocks.max_skew_ms, 7_200_000);
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub mod plan;
 pub mod ring;
 
 pub use config::{
-    Limits, NodeSpec, Replication, RingConfig, StorageSettings, SyncPolicy, Timeouts, TtlSettings,
+    ClockSettings, Limits, NodeSpec, Replication, RingConfig, StorageSettings, SyncPolicy,
+    Timeouts, TtlSettings,
 };
 pub use error::{PlanError, RingError};
 pub use node_state::NodeState;

@@ -13,8 +13,8 @@
 //!   tests and failure drills.
 //! - [`store`]: [`Store`], the node's handle: one writer thread that merges, removes
 //!   conditionally, rewrites expired records and group-commits; reader threads; live key and
-//!   hint counts; paged scans; the degraded state after a failed commit, the free-space reserve,
-//!   and recovery.
+//!   hint counts; the degraded state after a failed commit, the free-space reserve, and recovery.
+//! - [`pages`]: paged scans of a key range ([`Pages`], [`PageCursor`]): the one paging loop.
 
 #![warn(missing_docs)]
 
@@ -22,6 +22,7 @@ pub mod engine;
 pub mod faulty;
 pub mod fjall_engine;
 pub mod memory;
+pub mod pages;
 pub mod store;
 
 pub use engine::{
@@ -31,4 +32,5 @@ pub use engine::{
 pub use faulty::FaultyStorage;
 pub use fjall_engine::FjallStorage;
 pub use memory::MemoryStorage;
-pub use store::{Store, StoreOptions, WriteOutcome, next_page_start};
+pub use pages::{PageCursor, Pages, next_page_start};
+pub use store::{Store, StoreOptions, WriteOutcome};

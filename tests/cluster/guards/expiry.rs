@@ -28,8 +28,11 @@ async fn an_expired_record_the_sweep_has_not_rewritten_reads_as_not_found() {
     let client = cluster.client();
     let all = WriteOptions { w: Some(3), ..Default::default() };
     client.put_with("lasting", "here", all).await.unwrap();
-    let version =
-        client.put_ttl_with("brief", "gone soon", Duration::from_secs(1), all).await.unwrap();
+    let version = client
+        .put_ttl_with("brief", "gone soon", Duration::from_secs(1), all)
+        .await
+        .unwrap()
+        .version;
     let expires_at = cluster.replica_record(&client, 0, "brief").await.unwrap().expires_at_ms;
     assert!(expires_at > 0);
     wait_past(expires_at).await;

@@ -16,7 +16,8 @@ async fn every_replica_refuses_an_older_write_and_keeps_the_newer_one() {
     let put = client
         .put_with("k", "newest", WriteOptions { w: Some(3), ..Default::default() })
         .await
-        .unwrap();
+        .unwrap()
+        .version;
 
     // The same write again (a retry: not applied a second time), older by timestamp (a value
     // and a tombstone), and older by writer at the same timestamp.
