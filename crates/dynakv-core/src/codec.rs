@@ -194,7 +194,8 @@ mod tests {
                     }
                     None => {
                         let record = decode(&shared).unwrap();
-                        let word = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+                        let word =
+                            |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
                         let version = Version::new(Timestamp(word(2)), word(10));
                         let tombstone = bytes[1] & TOMBSTONE != 0;
                         prop_assert_eq!(record.version, version);
@@ -216,7 +217,8 @@ mod tests {
             #[test]
             fn encode_then_decode_round_trips(record in any_record()) {
                 let bytes = encode(&record);
-                prop_assert_eq!(bytes.len(), HEADER_LEN + record.value.as_ref().map_or(0, |v| v.len()));
+                let value_len = record.value.as_ref().map_or(0, |v| v.len());
+                prop_assert_eq!(bytes.len(), HEADER_LEN + value_len);
                 let shared = Bytes::from(bytes);
                 prop_assert_eq!(decode_version(&shared), Ok(record.version));
                 prop_assert_eq!(decode_meta(&shared), Ok((record.version, record.is_tombstone())));

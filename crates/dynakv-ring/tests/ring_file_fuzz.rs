@@ -328,13 +328,17 @@ proptest! {
     }
 }
 
+/// TOML's punctuation, digits and the ring file's words, in any order.
+const TOML_LIKE: &str = concat!(
+    "([\\[\\]=\"\n .:#,{}-]|[0-9]{1,3}|n|r|w|",
+    "nodes|id|addr|replication|vnodes|version|127\\.0\\.0\\.1){0,60}"
+);
+
 proptest! {
     #![proptest_config(config("toml_like_text"))]
     /// Text made of TOML's punctuation, digits and the ring file's words.
     #[test]
-    fn toml_like_text_is_refused_or_usable(
-        text in "([\\[\\]=\"\n .:#,{}-]|[0-9]{1,3}|n|r|w|nodes|id|addr|replication|vnodes|version|127\\.0\\.0\\.1){0,60}"
-    ) {
+    fn toml_like_text_is_refused_or_usable(text in TOML_LIKE) {
         check(&text)?;
     }
 }
