@@ -2,8 +2,8 @@
 //! messages ([`requests`]) and with garbage bytes in place of protobuf ([`garbage`]).
 //!
 //! Each test starts one node (`Node::serve` on a 127.0.0.1:0 listener, fjall storage) in a ring
-//! of three whose other two nodes never run, so the node sees keys it replicates, keys it does not
-//! (N = 2), and hints for owners that are down. After every case:
+//! of three whose other two nodes are down, so the node sees keys it replicates, keys it does not
+//! (N = 2), and hints for owners it cannot reach. After every case:
 //! - the node still answers `Health`;
 //! - the status is the one a model of the node's checks predicts, and always a typed one:
 //!   `Unknown` never appears, `Internal` only for bytes that are not the method's message;
@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::support::{free_addr, ring_text_with};
+use crate::support::ring_text_with;
 
 /// Generated cases per RPC: enough to reach every check, about 10 ms each on a loaded 2-core
 /// machine.
@@ -51,12 +51,18 @@ const SETTINGS: &str = "[limits]\nmax_value_bytes = 1024\n\
     [ttl]\nsweep_interval_ms = 3600000\n\
     [hints]\ninterval_ms = 3600000\n";
 
-/// One node, `n1`, serving in its own runtime; `n2` and `n3` are in its ring but never run.
+/// One node, `n1`; `n2` and `n3` are in its ring but down.
 pub struct FuzzNode {
+    /// The ring of all three.
     pub ring: Arc<Ring>,
+    /// A raw client of `n1`.
     pub raw: ReplicaClient<Channel>,
+    /// The channel `raw` uses, for calls with other codecs.
     pub channel: Channel,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    /// `n2` and `n3`: their addresses are held, and every connection is closed at once, so they
+    /// are down for `n1`, at once, and no other test can take their ports.
+    down: Vec<JoinHandle<()>>,
     _dir: TempDir,
 }
 
@@ -66,7 +72,18 @@ impl FuzzNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().unwrap();
-        let text = ring_text_with(&[addr, free_addr(), free_addr()], 2, 1, 1, SETTINGS);
+        let mut addrs = vec![addr];
+        let mut down = Vec::new();
+        for _ in 0..2 {
+            let refusing = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+            addrs.push(refusing.local_addr().unwrap());
+            down.push(tokio::spawn(async move {
+                while let Ok((connection, _)) = refusing.accept().await {
+                    drop(connection);
+                }
+            }));
+        }
+        let text = ring_text_with(&addrs, 2, 1, 1, SETTINGS);
         let ring = Arc::new(Ring::parse(&text).expect("valid fuzz ring"));
         let config = NodeConfig::new(ring.clone(), "n1", StorageChoice::Fjall(dir.path().into()));
         let (stop, stopped) = oneshot::channel::<()>();
@@ -79,7 +96,7 @@ impl FuzzNode {
         });
         let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
         let raw = ReplicaClient::new(channel.clone()).max_decoding_message_size(64 << 20);
-        FuzzNode { ring, raw, channel, running: Some((stop, task)), _dir: dir }
+        FuzzNode { ring, raw, channel, running: Some((stop, task)), down, _dir: dir }
     }
 
     /// Stops the node cleanly.
@@ -88,6 +105,7 @@ impl FuzzNode {
             let _ = stop.send(());
             task.await.expect("node task");
         }
+        self.down.iter().for_each(JoinHandle::abort);
     }
 
     /// The node answers `Health` as `n1`; a failure here means the last case broke it.
@@ -163,6 +181,7 @@ impl Drop for FuzzNode {
             let _ = stop.send(());
             task.abort();
         }
+        self.down.iter().for_each(JoinHandle::abort);
     }
 }
 
@@ -308,8 +327,9 @@ impl Fuzzer {
         Fuzzer { test, seed }
     }
 
-    /// Runs `check` on `cases` values of `strategy`; on a failure, fails the test with the
-    /// smallest failing input proptest finds.
+    /// Runs `check` on `cases` values of `strategy`; on a failure, prints the first failing
+    /// input (the node's state goes on changing while proptest shrinks, so the first failure is
+    /// often the telling one) and fails the test with the smallest failing input proptest finds.
     pub fn run<S: Strategy>(
         &self,
         rpc: &str,
@@ -317,8 +337,18 @@ impl Fuzzer {
         strategy: S,
         check: impl Fn(S::Value) -> Result<(), TestCaseError>,
     ) where
-        S::Value: std::fmt::Debug,
+        S::Value: std::fmt::Debug + Clone,
     {
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let check = |value: S::Value| {
+            let result = check(value.clone());
+            if let Err(TestCaseError::Fail(reason)) = &result
+                && !failed.swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                eprintln!("{}: {rpc}: first failure: {reason}\ninput: {value:?}", self.test);
+            }
+            result
+        };
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let seed = self.seed ^ BuildHasherDefault::<DefaultHasher>::default().hash_one(rpc);
         let mut runner = TestRunner::new(ProptestConfig {

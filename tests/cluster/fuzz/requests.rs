@@ -13,7 +13,7 @@ use proptest::test_runner::TestCaseError;
 use tonic::Code;
 
 use super::{
-    CASES, Case, Expect, FuzzNode, Fuzzer, Tally, WHOLE_RING, expect_read, expect_write,
+    CASES, Case, Expect, FuzzNode, Fuzzer, Tally, WHOLE_RING, edge_u64, expect_read, expect_write,
     hits_clock_bug, in_span, key, owned_key, runtime, settle, skew_guard_may_refuse, span,
     typed_refusal, write_request,
 };
@@ -209,9 +209,12 @@ fn span_requests_dumps_and_passes_end_in_typed_errors() {
     const TEST: &str = "fuzz spans, dumps and passes";
     let rt = runtime();
     let node = rt.block_on(FuzzNode::start());
-    let hints = rt.block_on(seed(&node));
+    let Seeded { records, hints } = rt.block_on(seed(&node));
     let tally = Tally::default();
     let fuzzer = Fuzzer::new(TEST);
+    // Spans anywhere, and spans that begin or end at, just before or just after a stored key.
+    let tokens: Vec<u64> = records.iter().chain(&hints).copied().collect();
+    let span = || prop_oneof![span(), span_at(tokens.clone())];
     let spans = || prop::collection::vec(span(), 0..6).prop_map(Case);
     fuzzer.run("Digest", CASES, spans(), |Case(spans)| {
         rt.block_on(digest_case(&node, &tally, spans))
@@ -231,10 +234,30 @@ fn span_requests_dumps_and_passes_end_in_typed_errors() {
     rt.block_on(node.stop());
 }
 
+/// Spans with a bound at, one before or one after one of `tokens`, the other bound anywhere.
+fn span_at(tokens: Vec<u64>) -> BoxedStrategy<v1::TokenSpan> {
+    let near = prop::sample::select(tokens)
+        .prop_flat_map(|t| prop::sample::select(vec![t.wrapping_sub(1), t, t.wrapping_add(1)]));
+    (near.clone(), prop_oneof![near, edge_u64()], any::<bool>())
+        .prop_map(|(a, b, flip)| {
+            let (start, end) = if flip { (b, a) } else { (a, b) };
+            v1::TokenSpan { start, end }
+        })
+        .boxed()
+}
+
+/// The tokens of what [`seed`] stored.
+struct Seeded {
+    /// Keys stored as records.
+    records: Vec<u64>,
+    /// Keys held as hints.
+    hints: Vec<u64>,
+}
+
 /// Stores records of every kind on the node (values, tombstones, a tombstone old enough to be
-/// collected, expired and expiring values) and hints for both other nodes; returns the hinted
-/// keys' tokens.
-async fn seed(node: &FuzzNode) -> Vec<u64> {
+/// collected, expired and expiring values) and hints for both other nodes.
+async fn seed(node: &FuzzNode) -> Seeded {
+    let mut records = Vec::new();
     let mut raw = node.raw.clone();
     let now = Timestamp::from_millis(now_ms()).0;
     for i in 0..48u64 {
@@ -249,6 +272,7 @@ async fn seed(node: &FuzzNode) -> Vec<u64> {
         let value = Bytes::from(format!("value {i}"));
         let record = Some(v1::Record { version, tombstone, value, expires_at_ms });
         let key = owned_key(node, i);
+        records.push(key_token(&key));
         raw.write(v1::WriteRequest { key, record, hint_for: String::new() }).await.expect("seed");
     }
     let mut hinted = Vec::new();
@@ -264,7 +288,7 @@ async fn seed(node: &FuzzNode) -> Vec<u64> {
             raw.write(v1::WriteRequest { key, record, hint_for }).await.expect("seed a hint");
         }
     }
-    hinted
+    Seeded { records, hints: hinted }
 }
 
 async fn digest_case(
