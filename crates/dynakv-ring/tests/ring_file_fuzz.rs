@@ -62,10 +62,11 @@ fn check_ring(ring: &Ring, text: &str) -> Result<(), TestCaseError> {
         prop_assert_eq!(ring.node_index(&node.id).ok(), Some(i));
     }
 
-    // Lookups at the edges of the token space, at vnode tokens, and at keys' tokens.
+    // Lookups at the edges of the token space, at vnode tokens, and at tokens that differ from
+    // case to case (keys made of the file's text).
     let mut tokens = vec![0, 1, u64::MAX - 1, u64::MAX];
     tokens.extend(ring.ranges().take(8).flat_map(|r| [r.start, r.end, r.end.wrapping_add(1)]));
-    tokens.extend((0..24u32).map(|k| key_token(&k.to_be_bytes())));
+    tokens.extend((0..24u32).map(|k| key_token(format!("{k}{text}").as_bytes())));
     for token in tokens {
         let list = ring.preference_list(token);
         prop_assert_eq!(list.len(), repl.n, "preference list of {} is {:?}", token, list);

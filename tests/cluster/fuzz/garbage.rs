@@ -18,8 +18,8 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Request, Status};
 
 use super::{
-    CASES, Case, Expect, FuzzNode, Fuzzer, Tally, expect_read, expect_write, hits_clock_bug, key,
-    runtime, settle, skew_guard_may_refuse, span, write_request,
+    CASES, CLOCK_BUG, Case, Expect, FuzzNode, Fuzzer, Tally, expect_read, expect_write,
+    hits_clock_bug, key, runtime, settle, skew_guard_may_refuse, span, write_request,
 };
 
 /// Sends and receives message bodies as they are: the request is not checked, the reply not
@@ -238,9 +238,7 @@ async fn garbage_case(
         _ => false,
     };
     if clock_bug {
-        return Err(TestCaseError::reject(
-            "known bug: a version near u64::MAX overflows the clock",
-        ));
+        return Err(TestCaseError::reject(CLOCK_BUG));
     }
     let before = node.snapshot().await?;
     let result = call(node, path, body).await;

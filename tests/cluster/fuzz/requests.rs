@@ -13,9 +13,9 @@ use proptest::test_runner::TestCaseError;
 use tonic::Code;
 
 use super::{
-    CASES, Case, Expect, FuzzNode, Fuzzer, Tally, WHOLE_RING, edge_u64, expect_read, expect_write,
-    hits_clock_bug, in_span, key, owned_key, runtime, settle, skew_guard_may_refuse, span,
-    typed_refusal, write_request,
+    CASES, CLOCK_BUG, Case, Expect, FuzzNode, Fuzzer, Tally, WHOLE_RING, edge_u64, expect_read,
+    expect_write, hits_clock_bug, in_span, key, owned_key, runtime, settle, skew_guard_may_refuse,
+    span, typed_refusal, write_request,
 };
 
 #[test]
@@ -58,9 +58,7 @@ async fn write_case(
     request: v1::WriteRequest,
 ) -> Result<(), TestCaseError> {
     if hits_clock_bug(node, &request) {
-        return Err(TestCaseError::reject(
-            "known bug: a version near u64::MAX overflows the clock",
-        ));
+        return Err(TestCaseError::reject(CLOCK_BUG));
     }
     let before = node.snapshot().await?;
     let expect = expect_write(node, &request);
@@ -148,9 +146,7 @@ async fn batch_case(
         })
     };
     if ops.len() <= MAX_BATCH_OPS && writes().any(|write| hits_clock_bug(node, write)) {
-        return Err(TestCaseError::reject(
-            "known bug: a version near u64::MAX overflows the clock",
-        ));
+        return Err(TestCaseError::reject(CLOCK_BUG));
     }
     let before = node.snapshot().await?;
     let expect = if ops.len() > MAX_BATCH_OPS {
