@@ -17,6 +17,7 @@ mod disk;
 mod dump;
 mod durability;
 mod failures;
+mod fuzz;
 mod guards;
 mod handoff;
 mod lifecycle_cli;

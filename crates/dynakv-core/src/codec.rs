@@ -113,4 +113,126 @@ mod tests {
         bytes[0] = 9;
         assert_eq!(decode(&Bytes::from(bytes)), Err(CodecError::UnknownFormat(9)));
     }
+
+    /// Fuzzing: the decoders on arbitrary bytes, and the encoding of arbitrary records.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::RngSeed;
+
+        /// Cases per property: the decoders take microseconds, so many cases cost little.
+        const CASES: u32 = 2048;
+
+        /// A fixed case count and a seed printed up front: `PROPTEST_RNG_SEED=<seed>` replays a run
+        /// (proptest also saves a failing case's seed under `proptest-regressions/`).
+        fn config() -> ProptestConfig {
+            let base = ProptestConfig::default();
+            let seed = match base.rng_seed {
+                RngSeed::Fixed(seed) => seed,
+                RngSeed::Random => rand_seed(),
+            };
+            eprintln!("codec fuzz: {CASES} cases, PROPTEST_RNG_SEED={seed}");
+            ProptestConfig { cases: CASES, rng_seed: RngSeed::Fixed(seed), ..base }
+        }
+
+        /// A seed from the standard library's randomly keyed hasher: no extra dependency.
+        fn rand_seed() -> u64 {
+            use std::hash::{BuildHasher, RandomState};
+            RandomState::new().hash_one(std::time::SystemTime::now())
+        }
+
+        /// Any bytes, most of them short; half of them carry the known format byte, so the
+        /// header checks and the field decoding behind them are both reached.
+        fn stored_bytes() -> impl Strategy<Value = Vec<u8>> {
+            let bytes = prop::collection::vec(any::<u8>(), 0..2 * HEADER_LEN + 8);
+            (bytes, any::<bool>()).prop_map(|(mut bytes, known_format)| {
+                if known_format && !bytes.is_empty() {
+                    bytes[0] = FORMAT;
+                }
+                bytes
+            })
+        }
+
+        /// A u64 at the edges as often as in between.
+        fn edge_u64() -> impl Strategy<Value = u64> {
+            prop_oneof![Just(0), Just(1), Just(u64::MAX), Just(u64::MAX - 1), any::<u64>()]
+        }
+
+        fn any_record() -> impl Strategy<Value = Record> {
+            let value = prop::option::of(prop::collection::vec(any::<u8>(), 0..64));
+            (edge_u64(), edge_u64(), edge_u64(), value).prop_map(|(ts, writer, expires, value)| {
+                Record {
+                    version: Version::new(Timestamp(ts), writer),
+                    value: value.map(Bytes::from),
+                    expires_at_ms: expires,
+                }
+            })
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Every decoder answers any bytes with a value or a `CodecError`, never a panic, and
+            /// they agree with each other on what the header says.
+            #[test]
+            fn decoders_never_panic_and_agree(bytes in stored_bytes()) {
+                let shared = Bytes::from(bytes.clone());
+                let expected = if bytes.len() < HEADER_LEN {
+                    Some(CodecError::Truncated(bytes.len()))
+                } else if bytes[0] != FORMAT {
+                    Some(CodecError::UnknownFormat(bytes[0]))
+                } else {
+                    None
+                };
+                match expected {
+                    Some(error) => {
+                        prop_assert_eq!(decode(&shared), Err(error.clone()));
+                        prop_assert_eq!(decode_version(&bytes), Err(error.clone()));
+                        prop_assert_eq!(decode_meta(&bytes), Err(error.clone()));
+                        prop_assert_eq!(decode_expires_at(&bytes), Err(error.clone()));
+                        prop_assert!(!error.to_string().is_empty());
+                    }
+                    None => {
+                        let record = decode(&shared).unwrap();
+                        let word =
+                            |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+                        let version = Version::new(Timestamp(word(2)), word(10));
+                        let tombstone = bytes[1] & TOMBSTONE != 0;
+                        prop_assert_eq!(record.version, version);
+                        prop_assert_eq!(record.expires_at_ms, word(18));
+                        prop_assert_eq!(record.is_tombstone(), tombstone);
+                        if !tombstone {
+                            prop_assert_eq!(record.value.as_deref(), Some(&bytes[HEADER_LEN..]));
+                        }
+                        prop_assert_eq!(decode_version(&bytes), Ok(version));
+                        prop_assert_eq!(decode_meta(&bytes), Ok((version, tombstone)));
+                        prop_assert_eq!(decode_expires_at(&bytes), Ok(word(18)));
+                        // Whatever was decoded encodes to bytes that decode to the same record.
+                        prop_assert_eq!(decode(&Bytes::from(encode(&record))), Ok(record));
+                    }
+                }
+            }
+
+            /// `encode` then `decode` gives back every record, extremes of every field included.
+            #[test]
+            fn encode_then_decode_round_trips(record in any_record()) {
+                let bytes = encode(&record);
+                let value_len = record.value.as_ref().map_or(0, |v| v.len());
+                prop_assert_eq!(bytes.len(), HEADER_LEN + value_len);
+                let shared = Bytes::from(bytes);
+                prop_assert_eq!(decode_version(&shared), Ok(record.version));
+                prop_assert_eq!(decode_meta(&shared), Ok((record.version, record.is_tombstone())));
+                prop_assert_eq!(decode_expires_at(&shared), Ok(record.expires_at_ms));
+                prop_assert_eq!(decode(&shared), Ok(record));
+            }
+
+            /// Cutting an encoded record anywhere inside its header is always `Truncated`.
+            #[test]
+            fn truncated_records_are_refused(record in any_record(), cut in 0..HEADER_LEN) {
+                let mut bytes = encode(&record);
+                bytes.truncate(cut);
+                prop_assert_eq!(decode(&Bytes::from(bytes)), Err(CodecError::Truncated(cut)));
+            }
+        }
+    }
 }
