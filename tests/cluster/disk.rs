@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dynakv_client::{Client, ReplicaError};
-use dynakv_node::{Node, NodeConfig, StorageChoice};
+use dynakv_node::{NodeConfig, StorageChoice};
 use dynakv_ring::Ring;
 use dynakv_storage::{FaultKind, FaultyStorage, MemoryStorage};
 use tokio::net::TcpListener;
 
-use crate::support::{PATIENCE, TestCluster, client_for, counts, dynakv, eventually, text};
+use crate::support::{
+    PATIENCE, TestCluster, client_for, counts, dynakv, eventually, spawn_node, text,
+};
 
 /// Checks and recovery attempts every 100 ms.
 const WATCHFUL: &str = "[storage]\nmin_free_mb = 0\ncheck_interval_ms = 100\n";
@@ -43,14 +45,7 @@ impl FaultyNode {
         let engine = Arc::new(FaultyStorage::new(Arc::new(MemoryStorage::new())));
         let config =
             NodeConfig::new(Arc::new(ring.clone()), "n1", StorageChoice::Engine(engine.clone()));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            Node::serve(listener, config, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("node failed");
-        });
+        let (stop, task) = spawn_node(listener, config);
         FaultyNode { engine, client: client_for(&ring), ring_path, stop, task, _dir: dir }
     }
 

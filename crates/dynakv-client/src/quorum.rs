@@ -1,6 +1,6 @@
 //! The read and write rounds behind every operation, single or batched: ask all N replicas of a
 //! key at once and decide as soon as R (or W) have answered. The calls still in flight then
-//! either go to a background task or are awaited by the caller ([`Late`]); either way their
+//! either go to a background task or are awaited by the caller (`Late`); either way their
 //! results still update node health, failed replicas are still stood in for, and late read
 //! replies still feed read repair.
 

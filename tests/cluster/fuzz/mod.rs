@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use dynakv_core::{MAX_KEY_BYTES, Timestamp, now_ms};
-use dynakv_node::{Node, NodeConfig, StorageChoice};
+use dynakv_node::{NodeConfig, StorageChoice};
 use dynakv_proto::v1::{self, replica_client::ReplicaClient};
 use dynakv_ring::{Ring, key_token};
 use proptest::prelude::*;
@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::support::ring_text_with;
+use crate::support::{ring_text_with, spawn_node};
 
 /// Generated cases per RPC: enough to reach every check, a few milliseconds each.
 pub const CASES: u32 = 128;
@@ -86,14 +86,7 @@ impl FuzzNode {
         let text = ring_text_with(&addrs, 2, 1, 1, SETTINGS);
         let ring = Arc::new(Ring::parse(&text).expect("valid fuzz ring"));
         let config = NodeConfig::new(ring.clone(), "n1", StorageChoice::Fjall(dir.path().into()));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            Node::serve(listener, config, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("node failed");
-        });
+        let (stop, task) = spawn_node(listener, config);
         let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
         let raw = ReplicaClient::new(channel.clone()).max_decoding_message_size(64 << 20);
         FuzzNode { ring, raw, channel, running: Some((stop, task)), down, _dir: dir }

@@ -53,6 +53,23 @@ pub fn free_addr() -> SocketAddr {
     listener.local_addr().expect("local addr")
 }
 
+/// Serves a node in this process on `listener`; the sender stops it, and the task ends once it
+/// has stopped (it panics if the node fails).
+pub fn spawn_node(
+    listener: TcpListener,
+    config: NodeConfig,
+) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        Node::serve(listener, config, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("node failed");
+    });
+    (stop, task)
+}
+
 /// A client for `ring` with test deadlines.
 pub fn client_for(ring: &Ring) -> Client {
     let options =
@@ -148,15 +165,7 @@ impl TestCluster {
         );
         config.inject_delay_ms = node.inject_delay_ms.clone();
         config.clock = node.clock.clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            Node::serve(listener, config, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("node failed");
-        });
-        node.running = Some((stop, task));
+        node.running = Some(spawn_node(listener, config));
     }
 
     /// A client with test deadlines.
