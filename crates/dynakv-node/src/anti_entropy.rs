@@ -26,7 +26,7 @@ use dynakv_core::report::note_error;
 use dynakv_core::{Record, RepairReport, Version, codec};
 use dynakv_proto::v1::{self, batch_result::Result as Outcome};
 use dynakv_ring::key_token;
-use dynakv_storage::{Space, StorageError, next_page_start, split_stored_key};
+use dynakv_storage::{Pages, Space, StorageError, split_stored_key};
 use prost::Message;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -163,9 +163,9 @@ async fn for_each_record(
     mut f: impl FnMut(&[u8], &Record),
 ) -> Result<u64, StorageError> {
     let mut damaged = 0;
-    for (mut from, to) in span.key_ranges() {
-        loop {
-            let page = state.store.scan(Space::Records, from.clone(), to.clone(), PAGE).await?;
+    for (from, to) in span.key_ranges() {
+        let mut pages = Pages::new(&state.store, Space::Records, from, to, PAGE);
+        while let Some(page) = pages.next().await? {
             for (stored, bytes) in &page {
                 match codec::decode(bytes) {
                     Ok(record) => f(stored, &record),
@@ -174,10 +174,6 @@ async fn for_each_record(
                         tracing::error!(node = %state.id, key = %hex(stored), error = %e, "skipping a damaged record");
                     }
                 }
-            }
-            match page.last() {
-                Some((last, _)) if page.len() == PAGE => from = next_page_start(last),
-                _ => break,
             }
         }
     }
@@ -306,7 +302,7 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
         }
     }
     report.elapsed = started.elapsed();
-    crate::metrics::repair(&state.id, &report);
+    crate::metrics::repair(&state.label, &report);
     Ok(report)
 }
 

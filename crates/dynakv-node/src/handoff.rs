@@ -95,7 +95,7 @@ pub async fn deliver(state: &NodeState, try_down: bool) -> Result<HandoffReport,
         }
     }
     state.hint_failures.fetch_add(report.failed, Ordering::Relaxed);
-    crate::metrics::handoff(&state.id, &report);
+    crate::metrics::handoff(&state.label, &report);
     report.pending = state.store.pending_hints();
     report.elapsed = started.elapsed();
     Ok(report)

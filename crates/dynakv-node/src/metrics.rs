@@ -23,7 +23,7 @@ use std::time::Instant;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use dynakv_core::{HandoffReport, RepairReport};
-use metrics::{counter, gauge, histogram};
+use metrics::{SharedString, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
@@ -78,7 +78,7 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
 
 /// One scrape: the gauges from the node's state, then everything rendered.
 async fn scrape(state: Arc<NodeState>) -> impl IntoResponse {
-    let node = state.id.clone();
+    let node = state.label.clone();
     gauge!("dynakv_keys", "node" => node.clone()).set(state.store.live_keys() as f64);
     gauge!("dynakv_hints_pending", "node" => node.clone()).set(state.store.pending_hints() as f64);
     gauge!("dynakv_ring_version", "node" => node.clone()).set(state.ring.version() as f64);
@@ -98,9 +98,14 @@ async fn scrape(state: Arc<NodeState>) -> impl IntoResponse {
     }
 }
 
+/// A node's id as a metric label: built once, cloned without allocating (it shares an `Arc`).
+pub fn node_label(id: &str) -> SharedString {
+    SharedString::from_shared(Arc::from(id))
+}
+
 /// Counts one RPC: its outcome code and its latency.
 pub fn request<T>(
-    node: &str,
+    node: &SharedString,
     rpc: &'static str,
     started: Instant,
     result: &Result<T, tonic::Status>,
@@ -109,28 +114,27 @@ pub fn request<T>(
         Ok(_) => "ok",
         Err(status) => code_name(status.code()),
     };
-    counter!("dynakv_requests_total", "node" => node.to_string(), "rpc" => rpc, "code" => code)
+    counter!("dynakv_requests_total", "node" => node.clone(), "rpc" => rpc, "code" => code)
         .increment(1);
-    histogram!("dynakv_request_duration_seconds", "node" => node.to_string(), "rpc" => rpc)
+    histogram!("dynakv_request_duration_seconds", "node" => node.clone(), "rpc" => rpc)
         .record(started.elapsed().as_secs_f64());
 }
 
 /// Counts one replica operation (alone or in a batch) by what it did.
-pub fn operation(node: &str, op: &'static str, outcome: &'static str) {
-    counter!("dynakv_operations_total", "node" => node.to_string(), "op" => op, "outcome" => outcome)
+pub fn operation(node: &SharedString, op: &'static str, outcome: &'static str) {
+    counter!("dynakv_operations_total", "node" => node.clone(), "op" => op, "outcome" => outcome)
         .increment(1);
 }
 
 /// Counts what a hint delivery pass did.
-pub fn handoff(node: &str, report: &HandoffReport) {
-    counter!("dynakv_hints_delivered_total", "node" => node.to_string())
-        .increment(report.delivered);
-    counter!("dynakv_hints_failed_total", "node" => node.to_string()).increment(report.failed);
+pub fn handoff(node: &SharedString, report: &HandoffReport) {
+    counter!("dynakv_hints_delivered_total", "node" => node.clone()).increment(report.delivered);
+    counter!("dynakv_hints_failed_total", "node" => node.clone()).increment(report.failed);
 }
 
 /// Counts what an anti-entropy round did.
-pub fn repair(node: &str, r: &RepairReport) {
-    let n = || node.to_string();
+pub fn repair(node: &SharedString, r: &RepairReport) {
+    let n = || node.clone();
     counter!("dynakv_anti_entropy_rounds_total", "node" => n()).increment(1);
     counter!("dynakv_anti_entropy_ranges_compared_total", "node" => n())
         .increment(r.ranges_compared);
@@ -143,8 +147,8 @@ pub fn repair(node: &str, r: &RepairReport) {
 }
 
 /// Counts records the TTL sweep expired.
-pub fn expired(node: &str, records: u64) {
-    counter!("dynakv_ttl_expired_total", "node" => node.to_string()).increment(records);
+pub fn expired(node: &SharedString, records: u64) {
+    counter!("dynakv_ttl_expired_total", "node" => node.clone()).increment(records);
 }
 
 /// The snake_case name of a gRPC code, as a label value.

@@ -83,6 +83,7 @@ impl Node {
         let max = max_message_bytes(&config.ring);
         let state = Arc::new(NodeState {
             id: config.id.clone(),
+            label: metrics::node_label(&config.id),
             index,
             ring: config.ring.clone(),
             store,

@@ -33,6 +33,8 @@ pub fn max_message_bytes(ring: &Ring) -> usize {
 pub struct NodeState {
     /// This node's id.
     pub id: String,
+    /// This node's id as a metric label, shared by every series it records.
+    pub label: ::metrics::SharedString,
     /// This node's position in the ring's node list.
     pub index: NodeIndex,
     /// The ring the node serves.
@@ -140,7 +142,7 @@ impl NodeState {
             Ok(None) => "missing",
             Err(_) => "error",
         };
-        metrics::operation(&self.id, "read", outcome);
+        metrics::operation(&self.label, "read", outcome);
         Ok(v1::ReadResponse { record: record?.map(Into::into), ring_version: self.ring.version() })
     }
 
@@ -204,7 +206,7 @@ impl NodeState {
             Ok(_) => "stale",
             Err(_) => "error",
         };
-        metrics::operation(&self.id, if hint_for.is_some() { "hint" } else { "write" }, counted);
+        metrics::operation(&self.label, if hint_for.is_some() { "hint" } else { "write" }, counted);
         let outcome = outcome?;
         Ok(v1::WriteResponse {
             applied: outcome.applied,
@@ -303,7 +305,7 @@ impl ReplicaService {
     ) -> Result<Response<T>, Status> {
         let started = Instant::now();
         let result = handler.await;
-        metrics::request(&self.state.id, rpc, started, &result);
+        metrics::request(&self.state.label, rpc, started, &result);
         result.map(Response::new)
     }
 }

@@ -52,7 +52,7 @@ pub async fn run(state: Arc<NodeState>, interval: Duration) {
         }
         match sweep_once(&state.store, now, stop).await {
             Ok(report) if report.expired > 0 => {
-                crate::metrics::expired(&state.id, report.expired);
+                crate::metrics::expired(&state.label, report.expired);
                 tracing::debug!(node = %state.id, scanned = report.scanned, expired = report.expired, "ttl sweep");
             }
             Ok(_) => {}
