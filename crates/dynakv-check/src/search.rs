@@ -73,7 +73,7 @@ impl Entries {
             order.push((false, Some(op.invoked), false, i));
             order.push((op.returned.is_none(), op.returned, true, i));
         }
-        order.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        order.sort_by_key(|&(open, time, is_response, _)| (open, time, is_response));
         let mut entries = vec![Entry { op: usize::MAX, call: false }];
         let mut response = vec![0; order.len() + 2];
         let mut call_of = vec![0; ops.len()];
