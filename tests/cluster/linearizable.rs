@@ -21,7 +21,7 @@ use dynakv_proto::v1::{self, replica_client::ReplicaClient};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::support::{Fault, TestCluster};
+use crate::support::{Fault, TestCluster, dynakv, text};
 
 /// Nodes of the test ring: more than N, so sloppy quorums have stand-ins to count.
 const NODES: usize = 5;
@@ -323,5 +323,38 @@ async fn a_linearizable_put_writes_above_the_newest_version_of_a_majority() {
     let held = read_one(addr(0), "k").await.and_then(|r| r.value);
     assert_eq!(held.as_deref(), Some(&b"new"[..]));
     cluster.fault(1, Fault::None);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_takes_a_consistency_level() {
+    let mut cluster = TestCluster::start(3, 3, 2, 2).await;
+    let ring = cluster.ring_path();
+    let lin = ["--consistency", "linearizable"];
+    let put = dynakv(&[&["put", "k", "v"][..], &lin].concat(), &ring).await;
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let get = dynakv(&[&["get", "k"][..], &lin].concat(), &ring).await;
+    assert_eq!((get.status.code(), text(&get.stdout)), (Some(0), "v\n".into()));
+    let one = dynakv(&["get", "k", "--consistency", "one"], &ring).await;
+    assert_eq!(text(&one.stdout), "v\n");
+
+    let both = dynakv(&[&["get", "k", "--r", "2"][..], &lin].concat(), &ring).await;
+    assert_eq!(both.status.code(), Some(2));
+    let stderr = text(&both.stderr);
+    assert!(stderr.contains("read quorum 2 given with consistency linearizable"), "{stderr}");
+    let unknown = dynakv(&["get", "k", "--consistency", "most"], &ring).await;
+    assert_eq!(unknown.status.code(), Some(2), "clap refuses an unknown level");
+
+    // Without a majority a linearizable delete never gets to write, and says so.
+    cluster.stop(1).await;
+    cluster.stop(2).await;
+    let delete = dynakv(&[&["delete", "k"][..], &lin].concat(), &ring).await;
+    assert_eq!(delete.status.code(), Some(2), "{}", text(&delete.stderr));
+    let stderr = text(&delete.stderr);
+    assert!(
+        stderr.contains("linearizable write: reading the newest version missed its majority"),
+        "{stderr}"
+    );
+    assert!(stderr.trim_end().ends_with("the write was not applied"), "{stderr}");
     cluster.shutdown().await;
 }
