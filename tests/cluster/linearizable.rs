@@ -265,6 +265,7 @@ async fn write_one(addr: SocketAddr, key: &str, record: Record) {
         key: Bytes::copy_from_slice(key.as_bytes()),
         record: Some(record.into()),
         hint_for: String::new(),
+        ring_version: 0,
     };
     raw.write(request).await.expect("write");
 }
@@ -272,7 +273,7 @@ async fn write_one(addr: SocketAddr, key: &str, record: Record) {
 /// What the node at `addr` holds for `key`, asked directly.
 async fn read_one(addr: SocketAddr, key: &str) -> Option<Record> {
     let mut raw = ReplicaClient::connect(format!("http://{addr}")).await.expect("connect");
-    let request = v1::ReadRequest { key: Bytes::copy_from_slice(key.as_bytes()) };
+    let request = v1::ReadRequest { key: Bytes::copy_from_slice(key.as_bytes()), ring_version: 0 };
     let reply = raw.read(request).await.expect("read").into_inner();
     reply.record.map(|record| Record::try_from(record).expect("valid record"))
 }

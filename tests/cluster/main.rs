@@ -22,6 +22,7 @@ mod guards;
 mod handoff;
 mod lifecycle_cli;
 mod linearizable;
+mod membership;
 mod metrics;
 mod repair;
 mod retries;
