@@ -124,7 +124,7 @@ async fn background(client: Client, load: Arc<Load>, keys: usize) {
             while !load.stop.load(Ordering::Relaxed) {
                 i += 1;
                 let started = Instant::now();
-                let ok = if i % 2 == 0 {
+                let ok = if i.is_multiple_of(2) {
                     client.put(format!("bg-{w}-{i}"), value.clone()).await.is_ok()
                 } else {
                     let key = format!("key-{:07}", (i as usize * 7919 + w * 104_729) % keys);
