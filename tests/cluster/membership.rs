@@ -271,6 +271,15 @@ async fn a_decommissioned_node_hands_its_ranges_over_and_holds_nothing_the_clust
     cluster.nodes[1].take();
     std::fs::remove_dir_all(cluster.data_dir(1)).unwrap();
     check_on_replicas(&ring, &acked, 3).await;
+
+    // A node restarted alone with the old ring file serves the newer ring it stored.
+    for node in cluster.nodes.iter_mut() {
+        node.take();
+    }
+    cluster.nodes[0] = Some(NodeProcess::start(&cluster.ring_path(), "n1", &cluster.data_dir(0)));
+    let n1 = cluster.addrs[0];
+    eventually(PATIENCE, "n1 answers again", || async move { ring_of(n1).await.is_some() }).await;
+    assert_eq!(ring_of(n1).await.unwrap().version(), 3, "n1 serves the ring it stored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
