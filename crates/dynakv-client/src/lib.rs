@@ -41,6 +41,10 @@
 //!   clocks, by majority) when its own clock is behind.
 //! - `coalesce`: concurrent operations to one node sent together as batch RPCs: the one batcher,
 //!   with the one set of size limits.
+//! - `topology`: the live ring and its node handles, swapped whole when a reply or a refusal
+//!   shows a newer ring version; single-flight ring refreshes.
+//! - [`membership`]: ring changes ([`Client::change_ring`]), live ring fetches and the
+//!   progress of moving ranges ([`Client::move_status`]).
 //! - [`error`]: [`ClientError`], [`QuorumError`] and [`ReplicaError`], carrying the numbers.
 
 #![warn(missing_docs)]
@@ -55,13 +59,15 @@ pub mod quorum;
 pub mod repair;
 pub mod replica;
 pub mod retry;
+mod topology;
 
 pub use batch::{BatchPut, ReadResults, WriteResults};
 pub use client::{
-    Client, ClientBuilder, DumpedRecord, Inspection, NodeReport, NodeStatus, ReplicaView, Versioned,
+    Client, ClientBuilder, DumpedRecord, Inspection, LiveHealth, NodeReport, NodeStatus,
+    ReplicaView, Versioned,
 };
 pub use dynakv_core::{HandoffReport, HealthPolicy, NodeHealth, RepairReport};
 pub use error::{
-    ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome, Written,
+    ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, SetCount, WriteOutcome, Written,
 };
 pub use options::{ClientOptions, ReadOptions, WriteOptions};
