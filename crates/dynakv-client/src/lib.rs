@@ -54,6 +54,7 @@ pub mod client;
 mod cluster_time;
 mod coalesce;
 pub mod error;
+pub mod membership;
 pub mod options;
 pub mod quorum;
 pub mod repair;
@@ -70,4 +71,5 @@ pub use dynakv_core::{HandoffReport, HealthPolicy, NodeHealth, RepairReport};
 pub use error::{
     ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, SetCount, WriteOutcome, Written,
 };
+pub use membership::{MoveReport, NodeMoves, RangeProgress};
 pub use options::{ClientOptions, ReadOptions, WriteOptions};

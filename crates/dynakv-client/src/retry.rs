@@ -131,6 +131,7 @@ mod tests {
             max_attempts,
             backoff_min_delay: Duration::from_millis(1),
             backoff_max_delay: Duration::from_millis(4),
+            membership_timeout: Duration::from_secs(1),
         }
     }
 

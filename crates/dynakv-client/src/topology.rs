@@ -185,7 +185,7 @@ impl Shared {
         let Some(ring) = best else {
             return Err(ClientError::RingUnavailable { errors: errors.join("; ") });
         };
-        Ok(self.install(ring)?)
+        self.install(ring)
     }
 
     /// Swaps `ring` in if it is newer than the live one; returns the live ring.
