@@ -27,7 +27,7 @@ const SCAN_PAGE: usize = 64;
 
 /// Delivers hints every `hints.interval_ms` until the node stops.
 pub async fn run(state: Arc<NodeState>) {
-    let interval = Duration::from_millis(state.ring.config().hints.interval_ms);
+    let interval = Duration::from_millis(state.ring().config().hints.interval_ms);
     loop {
         tokio::select! {
             _ = state.stopping.cancelled() => return,
@@ -64,6 +64,7 @@ pub async fn deliver(state: &NodeState, try_down: bool) -> Result<HandoffReport,
     let _one_at_a_time = state.handoff.lock().await;
     let started = Instant::now();
     let mut report = HandoffReport { node: state.id.clone(), ..HandoffReport::default() };
+    let topology = state.topology();
     let mut from = Bytes::new();
     'pages: loop {
         let page = state.store.scan(Space::Hints, from.clone(), None, SCAN_PAGE).await?;
@@ -76,7 +77,7 @@ pub async fn deliver(state: &NodeState, try_down: bool) -> Result<HandoffReport,
                 start + page[start..].iter().take_while(|(k, _)| owner_of(k) == owner).count();
             let hints = &page[start..end];
             start = end;
-            let handed_off = match state.owner(owner).and_then(|i| state.peers.get(i)) {
+            let handed_off = match topology.owner(owner).and_then(|i| topology.peer(i)) {
                 Some(peer) if try_down || peer.health.is_up() => {
                     hand_off(state, peer, hints, &mut report).await?
                 }
@@ -169,9 +170,14 @@ async fn hand_off(
     Ok(true)
 }
 
-/// For each span, whether this node holds a hint (for any owner) for a key whose token is in it.
-/// A scan of at most one entry per owner held and span: cheap, and free when no hint is held.
-pub async fn hinted_spans(state: &NodeState, spans: &[Span]) -> Result<Vec<bool>, StorageError> {
+/// For each span, whether this node holds a hint (for any owner but those whose id hashes are
+/// in `ignore`) for a key whose token is in it. A scan of at most one entry per owner held and
+/// span: cheap, and free when no hint is held.
+pub async fn hinted_spans(
+    state: &NodeState,
+    spans: &[Span],
+    ignore: &[u64],
+) -> Result<Vec<bool>, StorageError> {
     let mut held = vec![false; spans.len()];
     if state.store.pending_hints() == 0 {
         return Ok(held);
@@ -188,7 +194,7 @@ pub async fn hinted_spans(state: &NodeState, spans: &[Span]) -> Result<Vec<bool>
             Bytes::from(out)
         };
         let next_owner = owner.checked_add(1).map(|o| Bytes::copy_from_slice(&o.to_be_bytes()));
-        for (i, span) in spans.iter().enumerate() {
+        for (i, span) in spans.iter().enumerate().filter(|_| !ignore.contains(&owner)) {
             for (lo, hi) in span.key_ranges() {
                 if held[i] {
                     break;
