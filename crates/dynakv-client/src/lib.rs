@@ -27,6 +27,14 @@
 //! [`Client::get_many`] and [`Client::delete_many`], each key through the same quorum rounds as
 //! a single operation (not atomic across keys).
 //!
+//! The ring is live: every request carries the version of the ring it was placed by, and a
+//! reply or refusal from a node with a newer ring makes the client fetch that ring and swap it
+//! in (a refused attempt is retried with it, same version), so a client started with an old ring
+//! file keeps answering correctly. While a membership change moves ranges, a write needs W
+//! acknowledgements among the current replicas and W among the target ones (a joint quorum);
+//! reads stay on the current replicas. [`Client::change_ring`] makes a change and
+//! [`Client::move_status`] follows it.
+//!
 //! # Layout
 //! - [`client`]: [`Client`] and its builder: the public operations.
 //! - [`batch`]: `put_many`, `get_many`, `delete_many`: every key through the single-key rounds,

@@ -9,7 +9,7 @@
 //! An attempt that replicas refused because the ring it was placed by is stale
 //! ([`ReplicaError::StaleRing`](crate::ReplicaError::StaleRing)) first fetches the newer ring;
 //! if that brings one, the next attempt goes at once, placed by it, and does not use up one of
-//! the `max_attempts` (at most [`MAX_RING_REFRESHES`] such attempts per operation).
+//! the `max_attempts` (at most three such attempts per operation).
 //!
 //! A write that failed with an unknown outcome stays unknown: if a later attempt fails in a way
 //! that alone would say "not applied", the earlier, unknown failure is the one reported.
