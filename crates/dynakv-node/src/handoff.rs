@@ -77,15 +77,23 @@ pub async fn deliver(state: &NodeState, try_down: bool) -> Result<HandoffReport,
                 start + page[start..].iter().take_while(|(k, _)| owner_of(k) == owner).count();
             let hints = &page[start..end];
             start = end;
-            let handed_off = match topology.owner(owner).and_then(|i| topology.peer(i)) {
+            // Hints for keys their owner no longer holds (a ring change moved them, or removed
+            // the owner) go to the key's replicas in the ring as it is now instead.
+            let index = topology.owner(owner);
+            let (kept, moved): (Vec<_>, Vec<_>) = hints.iter().cloned().partition(|(key, _)| {
+                let token = hint_token(key);
+                index.is_some_and(|i| token.is_some_and(|t| topology.ring.holds(t, i)))
+            });
+            if !moved.is_empty() {
+                redirect(state, &topology, &moved, &mut report).await?;
+            }
+            let handed_off = match index.and_then(|i| topology.peer(i)) {
+                _ if kept.is_empty() => true,
                 Some(peer) if try_down || peer.health.is_up() => {
-                    hand_off(state, peer, hints, &mut report).await?
+                    hand_off(state, peer, &kept, &mut report).await?
                 }
                 Some(_) => false,
-                None => {
-                    tracing::warn!(node = %state.id, owner = format!("{owner:016x}"), "keeping hints for a node that is not in the ring");
-                    false
-                }
+                None => true,
             };
             if !handed_off {
                 // Skip the rest of this owner's hints this pass; go on with the next owner.
@@ -168,6 +176,50 @@ async fn hand_off(
         }
     }
     Ok(true)
+}
+
+/// The ring token of the key a hint's stored key names.
+fn hint_token(hint_key: &[u8]) -> Option<u64> {
+    split_stored_key(hint_key.get(8..)?).map(|(token, _)| token)
+}
+
+/// Delivers hints whose owner no longer holds their key to every replica the key has now (this
+/// node's own store included, if it is one), each as a plain write under the merge rule; a hint
+/// is removed once every one of them has taken it.
+async fn redirect(
+    state: &NodeState,
+    topology: &crate::topology::Topology,
+    hints: &[(Bytes, Bytes)],
+    report: &mut HandoffReport,
+) -> Result<(), StorageError> {
+    for (hint_key, bytes) in hints {
+        let decoded = codec::decode(bytes).ok().zip(split_stored_key(&hint_key[8..]));
+        let Some((record, (token, key))) = decoded else {
+            report.failed += 1;
+            note_error(&mut report.errors, format!("damaged hint {}", hex(hint_key)));
+            continue;
+        };
+        let (current, target) = topology.ring.write_sets(token);
+        let mut replicas: Vec<usize> = current.to_vec();
+        replicas.extend(target.iter().flatten().filter(|i| !current.contains(i)));
+        let mut taken = true;
+        for replica in replicas {
+            let ok = match topology.peer(replica) {
+                None => state.store.write(token, key, record.clone()).await.is_ok(),
+                Some(peer) => {
+                    let op = SizedOp::write(Bytes::copy_from_slice(key), record.clone());
+                    matches!(peer.batch(vec![op]).await.as_deref(), Ok([Ok(Outcome::Write(_))]))
+                }
+            };
+            taken &= ok;
+        }
+        if taken {
+            let removed =
+                state.store.remove_if(Space::Hints, hint_key.clone(), record.version).await?;
+            report.delivered += u64::from(removed.applied);
+        }
+    }
+    Ok(())
 }
 
 /// For each span, whether this node holds a hint (for any owner but those whose id hashes are
