@@ -39,6 +39,8 @@ fn row<'a>(table: &'a str, id: &str) -> Vec<&'a str> {
 async fn ring_show_lists_states_shares_and_the_ring_each_node_serves() {
     let mut cluster = TestCluster::start(3, 3, 2, 2).await;
     let ring = cluster.ring_path();
+    // A starting node first asks its peers for a newer ring (for up to 2 s) before it serves.
+    wait_until_up(&cluster.client()).await;
 
     let shown = json(&["ring", "show", "--json"], &ring).await;
     assert_eq!(shown["version"], 1);
@@ -48,7 +50,7 @@ async fn ring_show_lists_states_shares_and_the_ring_each_node_serves() {
     for (i, node) in nodes.iter().enumerate() {
         assert_eq!(node["id"], format!("n{}", i + 1));
         assert_eq!(node["addr"], cluster.ring.nodes()[i].addr.to_string());
-        assert_eq!((&node["state"], &node["answers"]), (&"normal".into(), &true.into()));
+        assert_eq!((&node["state"], &node["answers"]), (&"normal".into(), &true.into()), "{node}");
         assert_eq!(node["ring_version"], 1, "{node}");
         // Three nodes, three replicas per key: each node holds every key.
         assert!((f(&node["replica_share"]) - 1.0).abs() < 1e-9, "{node}");
