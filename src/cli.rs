@@ -226,16 +226,73 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// `dynakv ring ...`: read-only for now; nothing here changes the ring.
+/// `dynakv ring ...`: show the live ring, plan a change, and make one.
 #[derive(Debug, Subcommand)]
 pub enum RingCommand {
-    /// Show the ring version and every node's state and shares, and which ring version each
-    /// node serves.
+    /// Show the live ring (fetched from the cluster): its version, every node's state and
+    /// shares, which ring version each node serves, and what is moving.
     Show(RingShowArgs),
     /// Show what a membership change would move (ranges, share of keys, per node), against the
     /// ideal. Only computes: nothing changes.
     #[command(subcommand)]
     Plan(PlanCommand),
+    /// Add a node to the live cluster: it joins, the ranges it gains stream to it, then it serves.
+    Add(RingAddArgs),
+    /// Remove a node: decommission it (its ranges stream to their new owners before it leaves),
+    /// or with --dead write it off (the survivors re-replicate its ranges).
+    Remove(RingRemoveArgs),
+    /// Put a new node in the place of one that is gone for good.
+    Replace(RingReplaceArgs),
+}
+
+/// What `ring add|remove|replace` does once the cluster has agreed on the change.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Wait until the change is done (every moved range synced), with a progress bar.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up waiting after this long (exit 1; the change goes on).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RingAddArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// The new node's id (the id it was started with).
+    pub id: String,
+    /// Where the new node serves, e.g. 127.0.0.1:7404.
+    pub addr: std::net::SocketAddr,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RingRemoveArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// The id of the node to remove.
+    pub id: String,
+    /// The node is gone for good: nothing is streamed from it.
+    #[arg(long)]
+    pub dead: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RingReplaceArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// The node that is gone for good.
+    pub dead: String,
+    /// The new node's id.
+    pub id: String,
+    /// Where the new node serves.
+    pub addr: std::net::SocketAddr,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +311,23 @@ pub enum PlanCommand {
     Add(PlanAddArgs),
     /// Plan removing a node; ideally only what it holds moves.
     Remove(PlanRemoveArgs),
+    /// Plan replacing a dead node by a new one; ideally only what the dead node held moves.
+    Replace(PlanReplaceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanReplaceArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// The node that is gone for good.
+    pub dead: String,
+    /// The new node's id.
+    pub id: String,
+    /// Where the new node serves.
+    pub addr: std::net::SocketAddr,
+    /// Print JSON (every moving range) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

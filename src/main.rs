@@ -68,6 +68,9 @@ fn main() -> ExitCode {
             Command::Dump(args) => cmd::dump::run(args).await,
             Command::Ring(RingCommand::Show(args)) => cmd::ring::show(args).await,
             Command::Ring(RingCommand::Plan(change)) => cmd::ring::plan(change),
+            Command::Ring(RingCommand::Add(args)) => cmd::membership::add(args).await,
+            Command::Ring(RingCommand::Remove(args)) => cmd::membership::remove(args).await,
+            Command::Ring(RingCommand::Replace(args)) => cmd::membership::replace(args).await,
             Command::Bench(args) => cmd::bench::run(*args).await,
         }
     });

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod dev;
 pub mod dump;
 pub mod kv;
+pub mod membership;
 pub mod node;
 pub mod repair;
 pub mod ring;

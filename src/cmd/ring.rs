@@ -1,24 +1,43 @@
-//! `dynakv ring show` and `dynakv ring plan add|remove`: the ring, and what a membership change
-//! would move before anything moves. Both only read the ring file (`show` also asks each node
-//! for its health); nothing changes.
+//! `dynakv ring show` and `dynakv ring plan add|remove|replace`: the live ring and what is
+//! moving, and what a membership change would move before anything moves. Neither changes
+//! anything (`ring add|remove|replace` are in [`super::membership`]).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use dynakv_ring::{Change, NodeShift, Plan, RangeMove, Ring};
 
+use super::membership::{MoveTotals, Rate, mb};
 use crate::cli::{PlanCommand, RingShowArgs};
 
-/// What `show` says of ranges in motion until membership changes are live.
-const NOTHING_MOVING: &str = "nothing (membership changes are not live yet)";
+/// How long `show` watches a move to estimate its speed (and so its ETA).
+const SPEED_SAMPLE: Duration = Duration::from_secs(1);
 
 /// Moving ranges the text plan lists; `--json` lists them all.
 const RANGES_SHOWN: usize = 20;
 
-/// `dynakv ring show`: exit 0 whether or not the nodes answer (`status` judges health).
+/// `dynakv ring show`: the live ring, fetched from the cluster (the ring file, with a warning,
+/// when no node answers); exit 0 whether or not the nodes answer (`status` judges health).
 pub async fn show(args: RingShowArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(&args.ring)?;
-    let ring = client.ring().clone();
+    if let Err(e) = client.refresh_ring().await {
+        eprintln!("warning: showing the ring file, not the live ring: {e}");
+    }
+    let ring = client.ring();
     let statuses = client.node_statuses().await;
+    let (moves, totals, eta) = if ring.is_moving() {
+        let mut rate = Rate::default();
+        let first = MoveTotals::of(&client.move_status().await);
+        rate.sample(first.bytes);
+        tokio::time::sleep(SPEED_SAMPLE).await;
+        let moves = client.move_status().await;
+        let totals = MoveTotals::of(&moves);
+        rate.sample(totals.bytes);
+        let eta = rate.eta_duration(&totals);
+        (moves, Some(totals), eta)
+    } else {
+        (Vec::new(), None, None)
+    };
     let primary = ring.primary_shares();
     let replica = ring.replica_shares();
     let replication = ring.replication();
@@ -42,13 +61,32 @@ pub async fn show(args: RingShowArgs) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
+        let moving: Vec<_> = moves
+            .iter()
+            .flat_map(|node| {
+                let ranges = node.reply.as_ref().map(|r| r.ranges.as_slice()).unwrap_or_default();
+                ranges.iter().map(|range| {
+                    serde_json::json!({
+                        "node": node.id,
+                        "start": token(range.start),
+                        "end": token(range.end),
+                        "done": range.done,
+                        "keys": range.keys,
+                        "bytes": range.bytes,
+                        "keys_expected": range.keys_expected,
+                        "waiting": range.waiting,
+                    })
+                })
+            })
+            .collect();
         let doc = serde_json::json!({
             "version": ring.version(),
             "vnodes": ring.config().vnodes,
             "replication": { "n": replication.n, "r": replication.r, "w": replication.w },
             "nodes": nodes,
-            "moving": [],
-            "moving_note": NOTHING_MOVING,
+            "is_moving": ring.is_moving(),
+            "moving": moving,
+            "move": totals.as_ref().map(|totals| totals.json(eta)),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
@@ -96,11 +134,32 @@ pub async fn show(args: RingShowArgs) -> anyhow::Result<ExitCode> {
             Ok(_) => {}
         }
     }
-    println!("moving: {NOTHING_MOVING}");
+    match totals {
+        None => println!("moving: nothing"),
+        Some(totals) => {
+            let eta = eta.map_or("unknown".into(), |eta| {
+                humantime::format_duration(Duration::from_secs(eta.as_secs())).to_string()
+            });
+            println!(
+                "moving: {} of {} ranges done; {} keys and {} done, {}; ETA {eta}",
+                totals.done,
+                totals.ranges,
+                totals.keys,
+                mb(totals.bytes),
+                totals.left()
+            );
+            for why in &totals.waiting {
+                println!("  waiting: {why}");
+            }
+            for node in &totals.unanswered {
+                println!("  no progress from {node}");
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `dynakv ring plan add|remove`: exit 0 with the plan, or 2 (through the error) when the change
+/// `dynakv ring plan add|remove|replace`: exit 0 with the plan, or 2 (through the error) when the change
 /// cannot be made.
 pub fn plan(command: PlanCommand) -> anyhow::Result<ExitCode> {
     let (ring_arg, change, json) = match command {
@@ -110,6 +169,11 @@ pub fn plan(command: PlanCommand) -> anyhow::Result<ExitCode> {
         PlanCommand::Remove(args) => {
             (args.ring, Change::Remove { id: args.id, dead: false }, args.json)
         }
+        PlanCommand::Replace(args) => (
+            args.ring,
+            Change::Replace { dead: args.dead, id: args.id, addr: args.addr },
+            args.json,
+        ),
     };
     let ring = Ring::load(&ring_arg.ring)?;
     let plan = Plan::new(&ring, change)?;
@@ -151,7 +215,10 @@ fn print_plan(plan: &Plan) {
         replication.n,
         before.config().vnodes
     );
-    println!("nothing has changed: this is a plan, and membership changes are not live yet");
+    println!(
+        "nothing has changed: this is a plan (`dynakv ring {}` makes the change)",
+        command(&plan.change)
+    );
     println!();
     println!(
         "keys moving (replica set changes): {:>6} of the key space; ideal {ideal_replicas} = {}{}",
@@ -297,6 +364,16 @@ fn state_change(shift: &NodeShift) -> String {
         (None, Some(after)) => format!("new -> {after}"),
         (Some(before), None) => format!("{before} -> removed"),
         (None, None) => "-".to_string(),
+    }
+}
+
+/// The `dynakv ring` command that makes `change`.
+fn command(change: &Change) -> String {
+    match change {
+        Change::Add { id, addr } => format!("add {id} {addr}"),
+        Change::Remove { id, dead: false } => format!("remove {id}"),
+        Change::Remove { id, dead: true } => format!("remove {id} --dead"),
+        Change::Replace { dead, id, addr } => format!("replace {dead} {id} {addr}"),
     }
 }
 

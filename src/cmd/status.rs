@@ -1,4 +1,5 @@
-//! `dynakv status`: every node's health, and whether every key range can still meet quorum.
+//! `dynakv status`: every node's health and ring state, the moves in progress, and whether
+//! every key range can still meet quorum (by the live ring, when a node can give it).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -6,6 +7,7 @@ use std::time::Duration;
 use dynakv_client::{NodeReport, NodeStatus};
 use dynakv_ring::Ring;
 
+use super::membership::{MoveTotals, mb};
 use crate::cli::StatusArgs;
 
 /// How many ranges of the ring have too few live replicas for the default quorums.
@@ -36,10 +38,18 @@ fn check_quorum(ring: &Ring, up: &[bool], writable: &[bool]) -> QuorumCheck {
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(&args.ring)?;
-    let ring = client.ring().clone();
+    // The live ring when a node gives it; the ring file otherwise (status judges health).
+    let _ = client.refresh_ring().await;
+    let ring = client.ring();
     // The first call opens each connection; the second measures the round trip alone.
     client.node_statuses().await;
     let statuses = client.node_statuses().await;
+    let moves = if ring.is_moving() { client.move_status().await } else { Vec::new() };
+    // A node's ring state, by id (the statuses follow the live ring's nodes).
+    let member = |id: &str| ring.node_index(id).map_or("-", |i| ring.nodes()[i].state.as_str());
+    let pending = |id: &str| {
+        moves.iter().find(|m| m.id == id).map(|m| MoveTotals::of(std::slice::from_ref(m)))
+    };
     let up: Vec<bool> = statuses.iter().map(|s| s.reply.is_ok()).collect();
     let writable: Vec<bool> =
         statuses.iter().map(|s| s.reply.as_ref().is_ok_and(|r| r.degraded.is_none())).collect();
@@ -57,6 +67,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .zip(&shares)
             .map(|(s, share)| {
                 let mut item = node_json(s, *share);
+                item["ring_state"] = member(&s.id).into();
+                item["moving"] = pending(&s.id).map(|totals| totals.json(None)).into();
                 if let Ok(r) = &s.reply {
                     item["clock_offset_ms"] = r.clock_offset_ms.into();
                     item["clock_skewed"] = skewed(r).into();
@@ -66,6 +78,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .collect();
         let doc = serde_json::json!({
             "ring_version": ring.version(),
+            "ring_moving": ring.is_moving(),
             "replication": { "n": replication.n, "r": replication.r, "w": replication.w },
             "nodes": nodes,
             "max_skew_ms": max_skew_ms,
@@ -80,8 +93,18 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!(
-            "{:<8} {:<21} {:<8} {:>8} {:>9} {:>6} {:>10} {:>8} {:>5} {:>10}",
-            "NODE", "ADDRESS", "STATE", "RTT", "CLOCK", "OWNS", "KEYS", "HINTS", "RING", "UPTIME"
+            "{:<8} {:<21} {:<8} {:<8} {:>8} {:>9} {:>6} {:>10} {:>8} {:>5} {:>10}",
+            "NODE",
+            "ADDRESS",
+            "STATE",
+            "MEMBER",
+            "RTT",
+            "CLOCK",
+            "OWNS",
+            "KEYS",
+            "HINTS",
+            "RING",
+            "UPTIME"
         );
         for (s, share) in statuses.iter().zip(&shares) {
             let (state, rtt, clock, keys, hints, ring_version, uptime) = match &s.reply {
@@ -100,10 +123,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 }
             };
             println!(
-                "{:<8} {:<21} {:<8} {:>8} {:>9} {:>5.1}% {:>10} {:>8} {:>5} {:>10}",
+                "{:<8} {:<21} {:<8} {:<8} {:>8} {:>9} {:>5.1}% {:>10} {:>8} {:>5} {:>10}",
                 s.id,
                 s.addr.to_string(),
                 state,
+                member(&s.id),
                 rtt,
                 clock,
                 share * 100.0,
@@ -140,6 +164,29 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     s.id,
                     max_skew_ms / 2
                 );
+            }
+        }
+        if ring.is_moving() {
+            println!(
+                "ring v{} is changing; pending moves (ranges each node gains):",
+                ring.version()
+            );
+            for s in &statuses {
+                match pending(&s.id) {
+                    Some(t) if !t.unanswered.is_empty() => {
+                        println!("  {}: no answer ({})", s.id, t.unanswered.join("; "))
+                    }
+                    Some(t) if t.ranges > 0 => println!(
+                        "  {}: {} of {} ranges done, {} keys and {} received, {}",
+                        s.id,
+                        t.done,
+                        t.ranges,
+                        t.keys,
+                        mb(t.bytes),
+                        t.left()
+                    ),
+                    _ => {}
+                }
             }
         }
         let (n, r, w) = (replication.n, replication.r, replication.w);

@@ -1,11 +1,18 @@
-//! `dynakv ring show` and `dynakv ring plan add|remove` as an operator uses them on a live
-//! 3-node cluster: what they print, their exit codes, and that they change nothing.
+//! `dynakv ring show`, `ring plan add|remove` and `ring add|remove|replace` as an operator uses
+//! them on a live 3-node cluster: what they print, their exit codes, that plans and refused
+//! changes change nothing, and that a change made with `--wait` leaves clients with old ring
+//! files giving correct answers.
 
 use std::path::Path;
 
+use bytes::Bytes;
+use dynakv_ring::Ring;
 use serde_json::Value;
 
-use crate::support::{TestCluster, dynakv, free_addr, text};
+use crate::support::{
+    NodeProcess, QUIET, TestCluster, client_for, dynakv, free_addr, ring_text_with, text,
+    wait_until_up,
+};
 
 /// Runs `dynakv <args> --ring <ring>`, expects exit 0 and parses stdout as JSON.
 async fn json(args: &[&str], ring: &Path) -> Value {
@@ -32,6 +39,8 @@ fn row<'a>(table: &'a str, id: &str) -> Vec<&'a str> {
 async fn ring_show_lists_states_shares_and_the_ring_each_node_serves() {
     let mut cluster = TestCluster::start(3, 3, 2, 2).await;
     let ring = cluster.ring_path();
+    // A starting node first asks its peers for a newer ring (for up to 2 s) before it serves.
+    wait_until_up(&cluster.client()).await;
 
     let shown = json(&["ring", "show", "--json"], &ring).await;
     assert_eq!(shown["version"], 1);
@@ -41,7 +50,7 @@ async fn ring_show_lists_states_shares_and_the_ring_each_node_serves() {
     for (i, node) in nodes.iter().enumerate() {
         assert_eq!(node["id"], format!("n{}", i + 1));
         assert_eq!(node["addr"], cluster.ring.nodes()[i].addr.to_string());
-        assert_eq!((&node["state"], &node["answers"]), (&"normal".into(), &true.into()));
+        assert_eq!((&node["state"], &node["answers"]), (&"normal".into(), &true.into()), "{node}");
         assert_eq!(node["ring_version"], 1, "{node}");
         // Three nodes, three replicas per key: each node holds every key.
         assert!((f(&node["replica_share"]) - 1.0).abs() < 1e-9, "{node}");
@@ -71,10 +80,7 @@ async fn ring_show_lists_states_shares_and_the_ring_each_node_serves() {
     let spare = spare.to_string();
     assert_eq!(row(&table, "n4")[1..], [&spare, "joining", "0.0%", "0.0%", "no", "-"], "{table}");
     assert!(table.contains("  n2 does not answer: "), "{table}");
-    assert!(
-        table.trim_end().ends_with("moving: nothing (membership changes are not live yet)"),
-        "{table}"
-    );
+    assert!(table.trim_end().ends_with("moving: nothing"), "{table}");
     cluster.shutdown().await;
 }
 
@@ -206,4 +212,112 @@ async fn ring_plan_remove_moves_what_the_node_held_and_refuses_impossible_change
     assert!(report.contains("ideal what n2 holds = "), "{report}");
     assert!(report.lines().any(|l| l.starts_with("n2 ") && l.contains("normal -> removed")));
     cluster.shutdown().await;
+}
+
+/// Runs `dynakv <args>`, expects a refusal: exit 2, nothing on stdout, `error: ...` containing
+/// `reason` on stderr.
+async fn refused(args: &[&str], ring: &Path, reason: &str) {
+    let out = dynakv(args, ring).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {}{stderr}", text(&out.stdout));
+    assert!(out.stdout.is_empty(), "{args:?} prints nothing on stdout: {}", text(&out.stdout));
+    assert!(stderr.starts_with("error: ") && stderr.contains(reason), "{args:?}: {stderr}");
+}
+
+#[tokio::test]
+async fn ring_changes_the_cluster_cannot_make_are_refused_and_change_nothing() {
+    let cluster = TestCluster::start(3, 3, 2, 2).await;
+    let ring = cluster.ring_path();
+    let n1 = cluster.ring.nodes()[0].addr.to_string();
+    let spare = free_addr().to_string();
+
+    refused(&["ring", "add", "n2", &spare], &ring, "\"n2\" is already in the ring").await;
+    refused(&["ring", "add", "n4", &n1, "--wait"], &ring, &format!("address {n1} is already"))
+        .await;
+    refused(&["ring", "remove", "n9"], &ring, "\"n9\" is not in the ring").await;
+    refused(&["ring", "remove", "n2", "--wait"], &ring, "fewer than replication.n = 3").await;
+    refused(&["ring", "remove", "n2", "--dead"], &ring, "fewer than replication.n = 3").await;
+    refused(&["ring", "replace", "n7", "n4", &spare], &ring, "\"n7\" is not in the ring").await;
+
+    for status in cluster.client().node_statuses().await {
+        assert_eq!(status.reply.unwrap().ring_version, 1, "{} still serves v1", status.id);
+    }
+    let client = cluster.client();
+    assert_eq!(client.refresh_ring().await.unwrap().version(), 1);
+    client.put("still", "works").await.unwrap();
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_add_waits_for_the_move_and_clients_with_old_ring_files_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<_> = (0..3).map(|_| free_addr()).collect();
+    let extra = format!("[storage]\nmin_free_mb = 0\n{QUIET}");
+    let ring_text = ring_text_with(&addrs, 3, 2, 2, &extra);
+    let ring_path = dir.path().join("ring.toml");
+    std::fs::write(&ring_path, &ring_text).unwrap();
+    let old_ring = Ring::parse(&ring_text).unwrap();
+    let mut nodes: Vec<_> = (0..3)
+        .map(|i| {
+            let id = format!("n{}", i + 1);
+            NodeProcess::start(&ring_path, &id, &dir.path().join(&id))
+        })
+        .collect();
+    // A client that lives through the change, and one per key written before it.
+    let early = client_for(&old_ring);
+    wait_until_up(&early).await;
+    for i in 0..200 {
+        early.put(format!("before-{i}"), format!("v{i}")).await.unwrap();
+    }
+    early.settle().await;
+
+    let n4 = free_addr();
+    let (at, member) = (n4.to_string(), addrs[0].to_string());
+    nodes.push(NodeProcess::start_with(
+        &ring_path,
+        "n4",
+        &dir.path().join("n4"),
+        &["--addr", &at, "--join", &member],
+    ));
+    // A ring that lists n4 as joining, to see when it answers.
+    let mut with_n4 = old_ring.config().clone();
+    let mut spec = with_n4.nodes[0].clone();
+    (spec.id, spec.addr, spec.state) = ("n4".into(), n4, dynakv_ring::NodeState::Joining);
+    with_n4.nodes.push(spec);
+    let probe = client_for(&Ring::new(with_n4).unwrap());
+    wait_until_up(&probe).await;
+
+    let out = dynakv(&["ring", "add", "n4", &at, "--wait", "--timeout", "120s"], &ring_path).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some(&*format!("ring v2: add n4 at {at}: agreed; ranges are moving")));
+    let done = lines.next().unwrap_or_default();
+    assert!(done.starts_with(&format!("ring v3: add n4 at {at}: done in ")), "{stdout}");
+
+    // The ring file is still v1: two versions old. A fresh client (and the CLI) refreshes on its
+    // first refusal and answers correctly; the early client does without a restart.
+    let fresh = client_for(&old_ring);
+    assert_eq!(fresh.ring().version(), 1);
+    for i in (0..200).step_by(7) {
+        let want = Some(Bytes::from(format!("v{i}")));
+        assert_eq!(fresh.get(format!("before-{i}")).await.unwrap(), want, "fresh, before-{i}");
+        assert_eq!(early.get(format!("before-{i}")).await.unwrap(), want, "early, before-{i}");
+    }
+    assert_eq!(fresh.ring().version(), 3, "the fresh client fetched the live ring");
+    for i in 0..50 {
+        fresh.put(format!("after-{i}"), "new").await.unwrap();
+    }
+    let out = dynakv(&["get", "after-7"], &ring_path).await;
+    assert_eq!((out.status.code(), text(&out.stdout).trim()), (Some(0), "new"));
+    assert_eq!(early.ring().version(), 3, "the early client moved to the live ring");
+    assert_eq!(early.ring().nodes().len(), 4);
+
+    let shown = json(&["ring", "show", "--json"], &ring_path).await;
+    assert_eq!((&shown["version"], &shown["is_moving"]), (&3.into(), &false.into()));
+    assert_eq!(shown["nodes"].as_array().unwrap().len(), 4, "the live ring, not the file");
+    let out = dynakv(&["status"], &ring_path).await;
+    let table = text(&out.stdout);
+    assert_eq!(row(&table, "n4")[3], "normal", "{table}");
+    drop(nodes);
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use dynakv_core::{
     Clock, HandoffReport, Hlc, Record, RepairReport, Timestamp, Version, validate_key,
@@ -22,13 +23,17 @@ use crate::options::{ClientOptions, ReadOptions, WriteOptions};
 use crate::quorum::{self, Late};
 use crate::replica::Replica;
 use crate::retry;
+use crate::topology::{Refresher, RingSightings, Topology};
 
 /// What every clone of a client shares.
 pub(crate) struct Shared {
-    /// The ring requests are placed by.
-    pub(crate) ring: Arc<Ring>,
-    /// One handle per ring node, indexed like [`Ring::nodes`].
-    pub(crate) replicas: Vec<Replica>,
+    /// The live ring and a handle on each of its nodes, swapped whole when a newer ring
+    /// arrives; each round loads it once ([`Shared::topology`]).
+    pub(crate) topology: ArcSwap<Topology>,
+    /// The newest ring version nodes have reported.
+    pub(crate) sightings: Arc<RingSightings>,
+    /// Runs one ring refresh at a time.
+    pub(crate) refresher: Refresher,
     /// Stamps this client's writes; every replica handle observes what its node reports. Its
     /// wall clock follows `wall`, led forward to cluster time ([`cluster_time`]).
     pub(crate) clock: Arc<Hlc>,
@@ -73,18 +78,14 @@ impl ClientBuilder {
     /// Creates the client. Connections open lazily, so this succeeds while nodes are down.
     pub fn build(self) -> Result<Client, ClientError> {
         let options = self.options;
-        let max_message = dynakv_proto::max_message_bytes(options.max_value_bytes);
         let clock = Arc::new(Hlc::bounded(options.clock.follower(), options.max_skew_ms));
-        let replicas = self
-            .ring
-            .nodes()
-            .iter()
-            .map(|node| Replica::new(node, &options, max_message, clock.clone()))
-            .collect::<Result<_, _>>()?;
+        let sightings = Arc::new(RingSightings::default());
+        let topology = Topology::build(self.ring, None, &options, &clock, &sightings)?;
         Ok(Client {
             shared: Arc::new(Shared {
-                ring: Arc::new(self.ring),
-                replicas,
+                topology: ArcSwap::from_pointee(topology),
+                sightings,
+                refresher: Refresher::default(),
                 clock,
                 wall: options.clock.clone(),
                 followed: tokio::sync::OnceCell::new(),
@@ -94,6 +95,21 @@ impl ClientBuilder {
                 background: TaskTracker::new(),
             }),
         })
+    }
+}
+
+/// One node's health as this client tracks it (dereferences to [`NodeHealth`]); stays current
+/// after the call that returned it.
+///
+/// [`NodeHealth`]: dynakv_core::NodeHealth
+#[derive(Debug, Clone)]
+pub struct LiveHealth(Arc<Replica>);
+
+impl std::ops::Deref for LiveHealth {
+    type Target = dynakv_core::NodeHealth;
+
+    fn deref(&self) -> &dynakv_core::NodeHealth {
+        &self.0.health
     }
 }
 
@@ -195,9 +211,9 @@ impl Client {
         ClientBuilder { ring, options }
     }
 
-    /// The ring this client places keys by.
-    pub fn ring(&self) -> &Ring {
-        &self.shared.ring
+    /// The live ring this client places keys by: the newest it has fetched from the cluster.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.shared.topology.load().ring.clone()
     }
 
     /// Stores `value` under `key` with the default W; returns the write's version and whether
@@ -306,7 +322,7 @@ impl Client {
     ) -> Result<WriteOutcome, ClientError> {
         let strict = strict || self.shared.options.strict_quorum;
         let write = || quorum::write(&self.shared, key.clone(), record.clone(), w, strict, late);
-        Ok(retry::retrying(&self.shared.options, write).await?)
+        Ok(retry::retrying(&self.shared.options, || self.refresh_stale(), write).await?)
     }
 
     /// Deletes `key` (writes a tombstone) with the default W; returns the delete's version and
@@ -377,7 +393,19 @@ impl Client {
         late: Late,
     ) -> Result<Option<Record>, ClientError> {
         let read = || quorum::read(&self.shared, key.clone(), r, late);
-        Ok(retry::retrying(&self.shared.options, read).await?)
+        Ok(retry::retrying(&self.shared.options, || self.refresh_stale(), read).await?)
+    }
+
+    /// After a stale-ring refusal: fetches the newer ring; true when the live ring changed.
+    pub(crate) async fn refresh_stale(&self) -> bool {
+        let before = self.shared.topology.load().version();
+        match self.shared.refresh(false).await {
+            Ok(ring) => ring.version() > before,
+            Err(e) => {
+                tracing::debug!(error = %e, "ring refresh after a stale-ring refusal failed");
+                false
+            }
+        }
     }
 
     /// What every replica of `key` holds right now, asked directly (node health is ignored).
@@ -385,15 +413,17 @@ impl Client {
         let key = key.into();
         validate_key(&key)?;
         let token = key_token(&key);
-        let nodes = self.shared.ring.preference_list(token);
+        let topology = self.shared.topology();
+        let nodes = topology.ring.preference_list(token);
+        let topology = &topology;
         let reads = nodes.iter().map(|&node| {
-            let replica = &self.shared.replicas[node];
+            let replica = &topology.replicas[node];
             let key = key.clone();
             async move {
                 ReplicaView {
                     node: replica.id.clone(),
-                    addr: self.shared.ring.nodes()[node].addr,
-                    record: replica.read(key).await,
+                    addr: topology.ring.nodes()[node].addr,
+                    record: replica.read(key, 0).await,
                 }
             }
         });
@@ -410,12 +440,7 @@ impl Client {
         prefix: impl Into<Bytes>,
         limit: Option<u64>,
     ) -> Result<BoxStream<'static, Result<DumpedRecord, ClientError>>, ClientError> {
-        let index = self
-            .shared
-            .ring
-            .node_index(node)
-            .map_err(|_| ClientError::UnknownNode(node.to_string()))?;
-        let replica = &self.shared.replicas[index];
+        let replica = self.node(node)?;
         let failed = |cause| ClientError::Node { node: node.to_string(), cause };
         let stream = replica.dump(prefix.into(), limit.unwrap_or(0)).await.map_err(failed)?;
         let node = node.to_string();
@@ -436,8 +461,9 @@ impl Client {
     /// Asks every node of the ring for its health and clocks, concurrently; the client's clock
     /// observes each node's hybrid clock (within the skew bound).
     pub async fn node_statuses(&self) -> Vec<NodeStatus> {
-        let calls = self.shared.replicas.iter().zip(self.shared.ring.nodes()).map(
-            |(replica, node)| async move {
+        let topology = self.shared.topology();
+        let calls =
+            topology.replicas.iter().zip(topology.ring.nodes()).map(|(replica, node)| async move {
                 let (sent, started) = (self.shared.wall.now_ms(), Instant::now());
                 let reply = replica.health_check().await;
                 let rtt = reply.is_ok().then(|| started.elapsed());
@@ -462,8 +488,7 @@ impl Client {
                         ),
                     }),
                 }
-            },
-        );
+            });
         futures::future::join_all(calls).await
     }
 
@@ -491,19 +516,19 @@ impl Client {
         Ok(report.into())
     }
 
-    /// The handle on the node `id`.
-    fn node(&self, id: &str) -> Result<&Replica, ClientError> {
-        let index = self
-            .shared
-            .ring
-            .node_index(id)
-            .map_err(|_| ClientError::UnknownNode(id.to_string()))?;
-        Ok(&self.shared.replicas[index])
+    /// The handle on the node `id` in the live ring.
+    pub(crate) fn node(&self, id: &str) -> Result<Arc<Replica>, ClientError> {
+        self.shared
+            .topology()
+            .replica(id)
+            .cloned()
+            .ok_or_else(|| ClientError::UnknownNode(id.to_string()))
     }
 
-    /// This client's view of each node's health, indexed like the ring's nodes.
-    pub fn health(&self) -> impl Iterator<Item = (&str, &dynakv_core::NodeHealth)> {
-        self.shared.replicas.iter().map(|r| (r.id.as_str(), &r.health))
+    /// This client's view of each node's health, in the order of the live ring's nodes.
+    pub fn health(&self) -> Vec<(String, LiveHealth)> {
+        let topology = self.shared.topology();
+        topology.replicas.iter().map(|r| (r.id.clone(), LiveHealth(r.clone()))).collect()
     }
 
     /// Waits until every background task has finished: late replies and read repairs.

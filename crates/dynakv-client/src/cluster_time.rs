@@ -56,13 +56,14 @@ pub(crate) async fn follow(shared: &Arc<Shared>) {
 
 /// Asks every node for its wall clock and leads the client's clock by the majority's offset.
 async fn probe(shared: &Arc<Shared>) {
-    let nodes = shared.replicas.len();
+    let topology = shared.topology();
+    let nodes = topology.replicas.len();
     let mut probes: FuturesUnordered<_> = (0..nodes)
         .map(|i| {
-            let shared = shared.clone();
+            let (shared, topology) = (shared.clone(), topology.clone());
             async move {
                 let (sent, started) = (shared.wall.now_ms(), Instant::now());
-                let reply = shared.replicas[i].health_check().await;
+                let reply = topology.replicas[i].health_check().await;
                 reply.map(|health| least_offset_ms(sent, started.elapsed(), health.wall_ms))
             }
         })

@@ -260,8 +260,11 @@ impl Link {
         let ops = batch.iter().map(|q| v1::BatchOp { op: Some(q.op.clone()) }).collect();
         let mut client = self.client.clone();
         let call = client.batch(v1::BatchRequest { ops });
-        let results = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(reply)) => reply.into_inner().results,
+        let (results, ring_version) = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(reply)) => {
+                let reply = reply.into_inner();
+                (reply.results, reply.ring_version)
+            }
             Ok(Err(status)) if too_large(&status) => {
                 // The estimate of the reply was wrong (values larger than any seen before):
                 // send each operation alone. Reads and writes are idempotent, so a resend is safe.
@@ -298,12 +301,17 @@ impl Link {
             return;
         }
         for (queued, result) in batch.into_iter().zip(results) {
+            // The batch's ring version stands for each operation's: its caller looks there.
             let answer = match result.result {
-                Some(batch_result::Result::Read(read)) => {
+                Some(batch_result::Result::Read(mut read)) => {
                     self.saw_read(&read);
+                    read.ring_version = read.ring_version.max(ring_version);
                     Ok(Answer::Read(read))
                 }
-                Some(batch_result::Result::Write(write)) => Ok(Answer::Write(write)),
+                Some(batch_result::Result::Write(mut write)) => {
+                    write.ring_version = write.ring_version.max(ring_version);
+                    Ok(Answer::Write(write))
+                }
                 Some(batch_result::Result::Error(e)) => {
                     Err(ReplicaError::from_status(dynakv_proto::convert::op_error_status(e)))
                 }

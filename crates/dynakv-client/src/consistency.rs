@@ -88,7 +88,7 @@ impl Client {
         consistency: Option<Consistency>,
     ) -> Result<Level, ClientError> {
         let consistency = consistency.unwrap_or(self.shared.options.consistency);
-        consistency.level(op, asked, self.shared.ring.replication())
+        consistency.level(op, asked, self.shared.topology().ring.replication())
     }
 
     /// Writes a prepared record at `level`: a quorum write (with retries; `strict` refuses a

@@ -62,6 +62,30 @@ pub enum ClientError {
         /// What went wrong.
         cause: ReplicaError,
     },
+    /// No node answered with its ring (every `GetRing` failed).
+    #[error("no node answered with its ring: {errors}")]
+    RingUnavailable {
+        /// Why each node did not, one `id: cause` per node.
+        errors: String,
+    },
+    /// A membership change was refused, or no node could be asked to make it.
+    #[error("{message}")]
+    Membership {
+        /// The node that refused it (empty when none answered).
+        node: String,
+        /// The gRPC status code of the refusal (`Unavailable` when no node answered).
+        code: tonic::Code,
+        /// Why, in the node's words (e.g. "node n4 is already in the ring").
+        message: String,
+    },
+    /// A node sent a ring this client cannot use.
+    #[error("node {node} sent a ring that does not parse: {reason}")]
+    BadRing {
+        /// The node's id.
+        node: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A node's address cannot be used to build a channel.
     #[error("node {node}: bad address: {reason}")]
     Address {
@@ -81,6 +105,10 @@ impl ClientError {
             ClientError::Quorum(quorum) => quorum.is_retryable(),
             ClientError::Linearizable { quorum, .. } => quorum.is_retryable(),
             ClientError::Node { cause, .. } => cause.is_retryable(),
+            ClientError::RingUnavailable { .. } => true,
+            ClientError::Membership { code, .. } => {
+                matches!(code, tonic::Code::Unavailable | tonic::Code::Aborted)
+            }
             _ => false,
         }
     }
@@ -98,7 +126,10 @@ impl ClientError {
             ClientError::Quorum(_)
             | ClientError::Linearizable { .. }
             | ClientError::Node { .. }
-            | ClientError::UnknownNode(_) => None,
+            | ClientError::UnknownNode(_)
+            | ClientError::RingUnavailable { .. }
+            | ClientError::Membership { .. }
+            | ClientError::BadRing { .. } => None,
             ClientError::Input(_)
             | ClientError::InvalidQuorum { .. }
             | ClientError::QuorumWithLinearizable { .. }
@@ -199,12 +230,25 @@ pub struct QuorumError {
     pub op: Op,
     /// Replies the quorum needed.
     pub needed: usize,
-    /// Replicas that answered successfully (acknowledged a write, or returned a read).
+    /// Replicas that answered successfully (acknowledged a write, or returned a read); for a
+    /// write during a ring change, those of the current replica set.
     pub got: usize,
-    /// Replicas the key has (N).
+    /// Replicas the key has (N): in the current placement.
     pub replicas: usize,
+    /// For a write during a ring change: the count in the target replica set, which needed
+    /// `needed` acknowledgements too (a joint quorum). `None` outside a change, and for reads.
+    pub target: Option<SetCount>,
     /// Why each other replica did not answer.
     pub failures: Vec<ReplicaFailure>,
+}
+
+/// How many of one replica set acknowledged a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetCount {
+    /// Members that acknowledged (or whose stand-in did).
+    pub got: usize,
+    /// Members the set has.
+    pub replicas: usize,
 }
 
 impl QuorumError {
@@ -212,6 +256,18 @@ impl QuorumError {
     /// [`ReplicaError::is_retryable`]), so a later attempt may reach the quorum.
     pub fn is_retryable(&self) -> bool {
         self.failures.iter().any(|f| f.cause.is_retryable())
+    }
+
+    /// The newest ring version a replica refused the request for (its ring is newer than the
+    /// one the request was placed by), if any did.
+    pub fn stale_ring(&self) -> Option<u64> {
+        self.failures
+            .iter()
+            .filter_map(|f| match f.cause {
+                ReplicaError::StaleRing { ring_version } => Some(ring_version),
+                _ => None,
+            })
+            .max()
     }
 
     /// The largest clock skew a replica refused the write for, if any did: this client's clock
@@ -228,7 +284,11 @@ impl QuorumError {
 
     /// For writes: whether the write may have landed on some replicas.
     pub fn write_outcome(&self) -> WriteOutcome {
-        if self.got > 0 || self.failures.iter().any(|f| f.cause.may_have_applied()) {
+        let target_got = self.target.map_or(0, |target| target.got);
+        if self.got > 0
+            || target_got > 0
+            || self.failures.iter().any(|f| f.cause.may_have_applied())
+        {
             WriteOutcome::Unknown
         } else {
             WriteOutcome::NotApplied
@@ -242,13 +302,25 @@ impl fmt::Display for QuorumError {
             Op::Read => "answered",
             Op::Write => "acknowledged",
         };
-        write!(
-            f,
-            "{} quorum not met: {} of {} required replicas {verb} (of {} replicas",
-            self.op, self.got, self.needed, self.replicas
-        )?;
+        match self.target {
+            None => write!(
+                f,
+                "{} quorum not met: {} of {} required replicas {verb} (of {} replicas",
+                self.op, self.got, self.needed, self.replicas
+            )?,
+            Some(target) => write!(
+                f,
+                "{} joint quorum not met (the ring is changing; {} needed in each replica set): \
+                 {} of {} current replicas and {} of {} target replicas {verb} (",
+                self.op, self.needed, self.got, self.replicas, target.got, target.replicas
+            )?,
+        }
+        let first = if self.target.is_some() { "" } else { "; " };
+        if self.target.is_some() && self.failures.is_empty() {
+            f.write_str("no failures yet")?;
+        }
         for (i, failure) in self.failures.iter().enumerate() {
-            f.write_str(if i == 0 { "; " } else { ", " })?;
+            f.write_str(if i == 0 { first } else { ", " })?;
             write!(f, "{}: {}", failure.node, failure.cause)?;
         }
         f.write_str(")")?;
@@ -305,6 +377,13 @@ pub enum ReplicaError {
         /// The ring's bound.
         max_skew_ms: u64,
     },
+    /// The node serves a newer ring than the request was placed by, or is no replica of the
+    /// key in its ring: the client fetches the ring and tries again (same record and version).
+    #[error("stale ring: the node serves ring v{ring_version}")]
+    StaleRing {
+        /// The ring version the node serves.
+        ring_version: u64,
+    },
     /// The node answered with an error.
     #[error("{code:?}: {message}")]
     Rejected {
@@ -319,9 +398,10 @@ impl ReplicaError {
     /// True when the request may have reached the node and been applied.
     pub fn may_have_applied(&self) -> bool {
         match self {
-            ReplicaError::Down { .. } | ReplicaError::Refused | ReplicaError::ClockSkew { .. } => {
-                false
-            }
+            ReplicaError::Down { .. }
+            | ReplicaError::Refused
+            | ReplicaError::ClockSkew { .. }
+            | ReplicaError::StaleRing { .. } => false,
             ReplicaError::Rejected { code, .. } => {
                 !matches!(code, tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition)
             }
@@ -337,7 +417,8 @@ impl ReplicaError {
             ReplicaError::Down { .. }
             | ReplicaError::Timeout { .. }
             | ReplicaError::Refused
-            | ReplicaError::Unreachable(_) => true,
+            | ReplicaError::Unreachable(_)
+            | ReplicaError::StaleRing { .. } => true,
             ReplicaError::ClockSkew { .. } => false,
             ReplicaError::Rejected { code, .. } => matches!(
                 code,
@@ -358,7 +439,9 @@ impl ReplicaError {
             ReplicaError::Rejected { code, .. } => {
                 matches!(code, tonic::Code::Unavailable | tonic::Code::Internal)
             }
-            ReplicaError::Down { .. } | ReplicaError::ClockSkew { .. } => false,
+            ReplicaError::Down { .. }
+            | ReplicaError::ClockSkew { .. }
+            | ReplicaError::StaleRing { .. } => false,
         }
     }
 
@@ -374,6 +457,9 @@ impl ReplicaError {
                 ahead_ms: skew.ahead_ms,
                 max_skew_ms: skew.max_skew_ms,
             };
+        }
+        if let Some(ring_version) = dynakv_proto::convert::stale_ring_of(&status) {
+            return ReplicaError::StaleRing { ring_version };
         }
         match status.code() {
             tonic::Code::Unavailable | tonic::Code::Unknown if is_transport(&status) => {
@@ -428,6 +514,7 @@ mod tests {
             needed: 2,
             got: 1,
             replicas: 3,
+            target: None,
             failures: vec![
                 ReplicaFailure {
                     node: "n2".into(),

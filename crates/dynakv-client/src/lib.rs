@@ -27,6 +27,14 @@
 //! [`Client::get_many`] and [`Client::delete_many`], each key through the same quorum rounds as
 //! a single operation (not atomic across keys).
 //!
+//! The ring is live: every request carries the version of the ring it was placed by, and a
+//! reply or refusal from a node with a newer ring makes the client fetch that ring and swap it
+//! in (a refused attempt is retried with it, same version), so a client started with an old ring
+//! file keeps answering correctly. While a membership change moves ranges, a write needs W
+//! acknowledgements among the current replicas and W among the target ones (a joint quorum);
+//! reads stay on the current replicas. [`Client::change_ring`] makes a change and
+//! [`Client::move_status`] follows it.
+//!
 //! # Layout
 //! - [`client`]: [`Client`] and its builder: the public operations.
 //! - [`batch`]: `put_many`, `get_many`, `delete_many`: every key through the single-key rounds,
@@ -45,6 +53,10 @@
 //!   clocks, by majority) when its own clock is behind.
 //! - `coalesce`: concurrent operations to one node sent together as batch RPCs: the one batcher,
 //!   with the one set of size limits.
+//! - `topology`: the live ring and its node handles, swapped whole when a reply or a refusal
+//!   shows a newer ring version; single-flight ring refreshes.
+//! - [`membership`]: ring changes ([`Client::change_ring`]), live ring fetches and the
+//!   progress of moving ranges ([`Client::move_status`]).
 //! - [`error`]: [`ClientError`], [`QuorumError`] and [`ReplicaError`], carrying the numbers.
 
 #![warn(missing_docs)]
@@ -56,19 +68,24 @@ mod coalesce;
 pub mod consistency;
 pub mod error;
 pub mod linearizable;
+pub mod membership;
 pub mod options;
 pub mod quorum;
 pub mod repair;
 pub mod replica;
 pub mod retry;
+mod topology;
 
 pub use batch::{BatchPut, ReadResults, WriteResults};
 pub use client::{
-    Client, ClientBuilder, DumpedRecord, Inspection, NodeReport, NodeStatus, ReplicaView, Versioned,
+    Client, ClientBuilder, DumpedRecord, Inspection, LiveHealth, NodeReport, NodeStatus,
+    ReplicaView, Versioned,
 };
 pub use consistency::{Consistency, UnknownConsistency};
 pub use dynakv_core::{HandoffReport, HealthPolicy, NodeHealth, RepairReport};
 pub use error::{
-    ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, Round, WriteOutcome, Written,
+    ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, Round, SetCount, WriteOutcome,
+    Written,
 };
+pub use membership::{MoveReport, NodeMoves, RangeProgress};
 pub use options::{ClientOptions, ReadOptions, WriteOptions};

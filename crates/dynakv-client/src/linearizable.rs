@@ -39,14 +39,14 @@ impl Client {
     ) -> Result<Written, ClientError> {
         let majority = self.majority();
         let read = || quorum::read(&self.shared, key.clone(), majority, late);
-        let newest = retry::retrying(&self.shared.options, read)
+        let newest = retry::retrying(&self.shared.options, || self.refresh_stale(), read)
             .await
             .map_err(failed(Op::Write, Round::ReadVersions))?;
         record.version = self.version_above(newest.map(|r| r.version));
         let version = record.version;
         let write =
             || quorum::write(&self.shared, key.clone(), record.clone(), majority, true, late);
-        let outcome = retry::retrying(&self.shared.options, write)
+        let outcome = retry::retrying(&self.shared.options, || self.refresh_stale(), write)
             .await
             .map_err(failed(Op::Write, Round::Write))?;
         Ok(Written { version, outcome })
@@ -61,15 +61,16 @@ impl Client {
     ) -> Result<Option<Record>, ClientError> {
         let majority = self.majority();
         let read = || quorum::read_agreeing(&self.shared, key.clone(), majority, late);
-        let (newest, agreeing) = retry::retrying(&self.shared.options, read)
-            .await
-            .map_err(failed(Op::Read, Round::ReadVersions))?;
+        let (newest, agreeing) =
+            retry::retrying(&self.shared.options, || self.refresh_stale(), read)
+                .await
+                .map_err(failed(Op::Read, Round::ReadVersions))?;
         if let Some(record) = &newest
             && agreeing < majority
         {
             let write =
                 || quorum::write(&self.shared, key.clone(), record.clone(), majority, true, late);
-            retry::retrying(&self.shared.options, write)
+            retry::retrying(&self.shared.options, || self.refresh_stale(), write)
                 .await
                 .map_err(failed(Op::Read, Round::WriteBack))?;
         }
@@ -78,7 +79,7 @@ impl Client {
 
     /// A strict majority of the key's replicas.
     fn majority(&self) -> usize {
-        majority(self.shared.ring.replication().n)
+        majority(self.shared.topology().ring.replication().n)
     }
 
     /// A fresh version of this client above `seen`. The client's clock has observed `seen`

@@ -41,6 +41,9 @@ pub struct ClientOptions {
     pub backoff_min_delay: Duration,
     /// Longest wait between two attempts. Default 1 s.
     pub backoff_max_delay: Duration,
+    /// How long a membership change ([`Client::change_ring`](crate::Client::change_ring)) may
+    /// take to be agreed by the cluster before the client gives up on the node. Default 30 s.
+    pub membership_timeout: Duration,
     /// RPCs in flight to one node before further operations to it wait and are then sent
     /// together as one batch RPC; 0 sends every operation as its own RPC (no coalescing).
     pub rpcs_in_flight_per_node: usize,
@@ -72,6 +75,7 @@ impl ClientOptions {
             max_attempts: 3,
             backoff_min_delay: Duration::from_millis(50),
             backoff_max_delay: Duration::from_secs(1),
+            membership_timeout: Duration::from_secs(30),
             rpcs_in_flight_per_node: DEFAULT_RPCS_IN_FLIGHT_PER_NODE,
             max_concurrent_batch_ops: DEFAULT_MAX_CONCURRENT_BATCH_OPS,
             clock: Clock::system(),

@@ -16,8 +16,9 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 
 use crate::client::Shared;
-use crate::error::{Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome};
+use crate::error::{Op, QuorumError, ReplicaError, ReplicaFailure, SetCount, WriteOutcome};
 use crate::repair;
+use crate::topology::Topology;
 
 /// What a round does with the calls still in flight once its outcome is decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,18 +39,18 @@ pub(crate) type Pending<T> =
 /// The key's replicas split by health: those that may be sent to, those marked down, and a
 /// `Down` failure for each of the latter (reported if the quorum is missed).
 fn split_by_health(
-    shared: &Shared,
+    topology: &Topology,
     replicas: &PreferenceList,
 ) -> (PreferenceList, PreferenceList, Vec<ReplicaFailure>) {
     let (mut up, mut down, mut skipped) =
         (PreferenceList::new(), PreferenceList::new(), Vec::new());
     for &node in replicas {
-        match shared.replicas[node].health.retry_in() {
+        match topology.replicas[node].health.retry_in() {
             None => up.push(node),
             Some(retry_in) => {
                 down.push(node);
                 skipped.push(ReplicaFailure {
-                    node: shared.replicas[node].id.clone(),
+                    node: topology.replicas[node].id.clone(),
                     cause: ReplicaError::Down { retry_in },
                 });
             }
@@ -61,34 +62,121 @@ fn split_by_health(
 /// The replicas a call goes to. Nodes marked down are skipped, unless skipping them would leave
 /// too few to reach the quorum: then every replica is tried.
 fn targets(
-    shared: &Shared,
+    topology: &Topology,
     replicas: &PreferenceList,
     quorum: usize,
 ) -> (PreferenceList, Vec<ReplicaFailure>) {
-    let (up, _, skipped) = split_by_health(shared, replicas);
+    let (up, _, skipped) = split_by_health(topology, replicas);
     if up.len() < quorum { (replicas.clone(), Vec::new()) } else { (up, skipped) }
+}
+
+/// Where a write goes, and whose acknowledgements count: the key's current replicas and, while
+/// the ring changes, its target replicas. The write needs W in each set (a joint quorum).
+#[derive(Debug, Clone)]
+pub(crate) struct WriteSets {
+    /// The replicas in the current placement (where reads go).
+    current: PreferenceList,
+    /// The replicas in the target placement, while a change is in progress.
+    target: Option<PreferenceList>,
+    /// Every member of either set once: current replicas first, then the new target ones.
+    union: PreferenceList,
+}
+
+/// One acknowledgement: the node that acked, and the replica it stood in for (kept a hint for).
+pub(crate) type Ack = (NodeIndex, Option<NodeIndex>);
+
+impl WriteSets {
+    /// The sets of a key, from [`Ring::write_sets`](dynakv_ring::Ring::write_sets).
+    pub(crate) fn new((current, target): (PreferenceList, Option<PreferenceList>)) -> Self {
+        let mut union = current.clone();
+        for &node in target.iter().flatten() {
+            if !union.contains(&node) {
+                union.push(node);
+            }
+        }
+        WriteSets { current, target, union }
+    }
+
+    /// The member an acknowledgement counts for: a member counts for itself (a hint it keeps
+    /// for another replica adds nothing); a stand-in outside the sets counts for the replica it
+    /// keeps a hint for, unless `strict`.
+    fn credited(&self, (node, hint_for): Ack, strict: bool) -> Option<NodeIndex> {
+        if self.union.contains(&node) {
+            Some(node)
+        } else if strict {
+            None
+        } else {
+            hint_for.filter(|owner| self.union.contains(owner))
+        }
+    }
+
+    /// Acknowledgements counted in the current set and in the target set (if any); each member
+    /// counts once, however many acks credit it.
+    pub(crate) fn tally(&self, acks: &[Ack], strict: bool) -> (usize, Option<usize>) {
+        let mut credited = PreferenceList::new();
+        for &ack in acks {
+            if let Some(member) = self.credited(ack, strict)
+                && !credited.contains(&member)
+            {
+                credited.push(member);
+            }
+        }
+        let count = |set: &PreferenceList| set.iter().filter(|m| credited.contains(m)).count();
+        (count(&self.current), self.target.as_ref().map(count))
+    }
+
+    /// True once `acks` make `w` in the current set and `w` in the target set (when there is one).
+    pub(crate) fn met(&self, acks: &[Ack], w: usize, strict: bool) -> bool {
+        let (current, target) = self.tally(acks, strict);
+        current >= w && target.is_none_or(|target| target >= w)
+    }
+
+    /// The error for a write that stopped short with `acks`.
+    fn shortfall(
+        &self,
+        acks: &[Ack],
+        w: usize,
+        strict: bool,
+        failures: Vec<ReplicaFailure>,
+    ) -> QuorumError {
+        let (got, target_got) = self.tally(acks, strict);
+        QuorumError {
+            op: Op::Write,
+            needed: w,
+            got,
+            replicas: self.current.len(),
+            target: self
+                .target
+                .as_ref()
+                .zip(target_got)
+                .map(|(set, got)| SetCount { got, replicas: set.len() }),
+            failures,
+        }
+    }
 }
 
 /// Where one write goes: the node, and the unreachable replica it keeps a hint for, if any.
 type Send = (NodeIndex, Option<NodeIndex>);
 
-/// Plans a write: every live replica gets it; each replica marked down is stood in for by the
-/// next live node clockwise that is not a replica (sloppy quorum), or, when there is none (as
-/// with 3 nodes and N = 3), a live replica keeps a hint for it. In strict mode no stand-ins are
-/// used. If that leaves too few nodes to reach `w`, every replica is tried.
+/// Plans a write: every live member of the write sets gets it; each member marked down is
+/// stood in for by the next live node clockwise that is in neither set (sloppy quorum), or,
+/// when there is none (as with 3 nodes and N = 3), a live member keeps a hint for it. In strict
+/// mode no stand-ins are used. If that leaves too few nodes to reach the joint quorum, every
+/// member is tried.
 fn plan_write(
-    shared: &Shared,
+    topology: &Topology,
     token: u64,
-    replicas: &PreferenceList,
+    sets: &WriteSets,
     w: usize,
     strict: bool,
 ) -> (Vec<Send>, VecDeque<NodeIndex>, Vec<ReplicaFailure>) {
-    let (up, down, skipped) = split_by_health(shared, replicas);
+    let (up, down, skipped) = split_by_health(topology, &sets.union);
     let mut spare: VecDeque<NodeIndex> = if strict {
         VecDeque::new()
     } else {
-        let is_up = |node: NodeIndex| shared.replicas[node].health.is_up();
-        shared.ring.successors(token).skip(replicas.len()).filter(|&n| is_up(n)).collect()
+        let usable =
+            |node: NodeIndex| !sets.union.contains(&node) && topology.replicas[node].health.is_up();
+        topology.ring.successors(token).filter(|&n| usable(n)).collect()
     };
     let mut sends: Vec<Send> = up.iter().map(|&node| (node, None)).collect();
     let mut keepers = 0;
@@ -100,15 +188,17 @@ fn plan_write(
             keepers += 1;
         }
     }
-    if sends.len() < w {
-        return (replicas.iter().map(|&node| (node, None)).collect(), spare, Vec::new());
+    if !sets.met(&sends, w, strict) {
+        return (sets.union.iter().map(|&node| (node, None)).collect(), spare, Vec::new());
     }
     (sends, spare, skipped)
 }
 
-/// Writes `record` to the key's replicas and returns once `w` nodes have acknowledged it
-/// (stand-ins keeping hints count, unless `strict`), leaving the other calls to `late`. The
-/// outcome is [`WriteOutcome::Superseded`] if a node answered that it holds a newer version.
+/// Writes `record` to the key's write sets and returns once the joint quorum is met: `w`
+/// acknowledgements in the current set and `w` in the target set, if the ring is changing
+/// (stand-ins keeping hints count for the replica they stand in for, unless `strict`), leaving
+/// the other calls to `late`. The outcome is [`WriteOutcome::Superseded`] if a node answered
+/// that it holds a newer version.
 pub(crate) async fn write(
     shared: &Arc<Shared>,
     key: Bytes,
@@ -117,18 +207,19 @@ pub(crate) async fn write(
     strict: bool,
     late: Late,
 ) -> Result<WriteOutcome, QuorumError> {
+    let topology = shared.topology();
     let token = key_token(&key);
-    let replicas = shared.ring.preference_list(token);
-    let (sends, spare, failures) = plan_write(shared, token, &replicas, w, strict);
+    let sets = WriteSets::new(topology.ring.write_sets(token));
+    let (sends, spare, failures) = plan_write(&topology, token, &sets, w, strict);
     let mut round = WriteRound {
-        shared: shared.clone(),
+        topology,
         key,
         record,
         hinted: sends.iter().filter_map(|s| s.1).collect(),
-        replicas,
+        sets,
         spare,
         orphans: PreferenceList::new(),
-        acked: PreferenceList::new(),
+        acks: Vec::new(),
         newer: None,
         failures,
         calls: FuturesUnordered::new(),
@@ -136,18 +227,14 @@ pub(crate) async fn write(
     for send in sends {
         round.send(send, true);
     }
-    while round.acked.len() < w && round.next().await {}
-    let acked = round.acked.len();
+    while !round.sets.met(&round.acks, w, strict) && round.next().await {}
     let outcome = match round.newer {
         Some(by) => WriteOutcome::Superseded { by },
         None => WriteOutcome::Applied,
     };
-    let error = (acked < w).then(|| QuorumError {
-        op: Op::Write,
-        needed: w,
-        got: acked,
-        replicas: round.replicas.len(),
-        failures: std::mem::take(&mut round.failures),
+    let error = (!round.sets.met(&round.acks, w, strict)).then(|| {
+        let failures = std::mem::take(&mut round.failures);
+        round.sets.shortfall(&round.acks, w, strict, failures)
     });
     if !round.calls.is_empty() {
         match late {
@@ -166,14 +253,16 @@ type WriteCall = BoxFuture<'static, (Send, bool, Result<WriteResponse, ReplicaEr
 /// One write in flight: its calls, and what is known of them so far. Outlives the caller when
 /// the quorum is reached early, so late failures are still handled.
 struct WriteRound {
-    shared: Arc<Shared>,
+    /// The ring and node handles the write was planned with, kept for all of its calls.
+    topology: Arc<Topology>,
     key: Bytes,
     record: Record,
-    replicas: PreferenceList,
-    /// Live non-replicas not yet used as stand-ins.
+    /// The key's current and target replicas.
+    sets: WriteSets,
+    /// Live nodes in neither set not yet used as stand-ins.
     spare: VecDeque<NodeIndex>,
-    /// Nodes whose acknowledgement counts toward W.
-    acked: PreferenceList,
+    /// Acknowledgements that count toward W, with the replica each stand-in stood in for.
+    acks: Vec<Ack>,
     /// The highest version newer than `record` that a node answered it holds, if any.
     newer: Option<Version>,
     /// Replicas some node already keeps a hint for.
@@ -186,18 +275,22 @@ struct WriteRound {
 
 impl WriteRound {
     fn send(&mut self, (node, hint_for): Send, counts: bool) {
-        let shared = self.shared.clone();
+        let topology = self.topology.clone();
         let (key, record) = (self.key.clone(), self.record.clone());
         self.calls.push(Box::pin(async move {
-            let owner = hint_for.map(|owner| shared.replicas[owner].id.clone()).unwrap_or_default();
-            let reply = shared.replicas[node].write_hinted(key, record, owner).await;
+            let owner =
+                hint_for.map(|owner| topology.replicas[owner].id.clone()).unwrap_or_default();
+            let version = topology.version();
+            let reply = topology.replicas[node].write_hinted(key, record, owner, version).await;
             ((node, hint_for), counts, reply)
         }));
     }
 
     /// Handles the next reply; false when no call is left.
     async fn next(&mut self) -> bool {
-        let Some(((node, _), counts, reply)) = self.calls.next().await else { return false };
+        let Some(((node, hint_for), counts, reply)) = self.calls.next().await else {
+            return false;
+        };
         match reply {
             Ok(reply) => {
                 let current = reply.current.map(Version::from).unwrap_or_default();
@@ -205,8 +298,8 @@ impl WriteRound {
                     self.newer = self.newer.max(Some(current));
                 }
                 if counts {
-                    self.acked.push(node);
-                    if self.replicas.contains(&node) {
+                    self.acks.push((node, hint_for));
+                    if self.sets.union.contains(&node) {
                         for orphan in std::mem::take(&mut self.orphans) {
                             self.send((node, Some(orphan)), false);
                         }
@@ -215,7 +308,7 @@ impl WriteRound {
             }
             Err(cause) => {
                 self.stand_in_for(node);
-                let id = self.shared.replicas[node].id.clone();
+                let id = self.topology.replicas[node].id.clone();
                 self.failures.push(ReplicaFailure { node: id, cause });
             }
         }
@@ -226,13 +319,14 @@ impl WriteRound {
     /// node, whose ack counts; or else by a replica that acknowledged (or the next one to), which
     /// keeps a hint for it.
     fn stand_in_for(&mut self, failed: NodeIndex) {
-        if !self.replicas.contains(&failed) || self.hinted.contains(&failed) {
+        if !self.sets.union.contains(&failed) || self.hinted.contains(&failed) {
             return;
         }
+        let union = &self.sets.union;
         if let Some(stand_in) = self.spare.pop_front() {
             self.hinted.push(failed);
             self.send((stand_in, Some(failed)), true);
-        } else if let Some(&keeper) = self.acked.iter().find(|&&n| self.replicas.contains(&n)) {
+        } else if let Some(keeper) = self.acks.iter().map(|a| a.0).find(|n| union.contains(n)) {
             self.hinted.push(failed);
             self.send((keeper, Some(failed)), false);
         } else {
@@ -242,8 +336,9 @@ impl WriteRound {
     }
 }
 
-/// Reads the key from its replicas and returns the newest record among the first `r` replies
-/// (`None` if none of them holds anything). Stale replicas are repaired, as `late` says.
+/// Reads the key from its replicas (in the current placement, also during a ring change) and
+/// returns the newest record among the first `r` replies (`None` if none of them holds
+/// anything). Stale replicas are repaired, as `late` says.
 pub(crate) async fn read(
     shared: &Arc<Shared>,
     key: Bytes,
@@ -261,15 +356,17 @@ pub(crate) async fn read_agreeing(
     r: usize,
     late: Late,
 ) -> Result<(Option<Record>, usize), QuorumError> {
-    let replicas = shared.ring.preference_list(key_token(&key));
-    let (targets, mut failures) = targets(shared, &replicas, r);
+    let topology = shared.topology();
+    let replicas = topology.ring.preference_list(key_token(&key));
+    let (targets, mut failures) = targets(&topology, &replicas, r);
     let mut calls: Pending<Option<Record>> = targets
         .iter()
         .map(|&node| {
-            let shared = shared.clone();
+            let topology = topology.clone();
             let key = key.clone();
-            Box::pin(async move { (node, shared.replicas[node].read(key).await) })
-                as BoxFuture<'static, _>
+            Box::pin(
+                async move { (node, topology.replicas[node].read(key, topology.version()).await) },
+            ) as BoxFuture<'static, _>
         })
         .collect();
     let mut replies: Vec<(NodeIndex, Option<Record>)> = Vec::with_capacity(replicas.len());
@@ -277,7 +374,7 @@ pub(crate) async fn read_agreeing(
         match calls.next().await {
             Some((node, Ok(record))) => replies.push((node, record)),
             Some((node, Err(cause))) => {
-                failures.push(ReplicaFailure { node: shared.replicas[node].id.clone(), cause })
+                failures.push(ReplicaFailure { node: topology.replicas[node].id.clone(), cause })
             }
             None => break,
         }
@@ -295,17 +392,93 @@ pub(crate) async fn read_agreeing(
             needed: r,
             got: replies.len(),
             replicas: replicas.len(),
+            target: None,
             failures,
         });
     }
     let winner = newest(&replies).cloned();
     let version = winner.as_ref().map(|w| w.version);
     let agreeing = replies.iter().filter(|(_, r)| r.as_ref().map(|r| r.version) == version).count();
-    repair::after_read(shared, key, replicas, replies, calls, late).await;
+    repair::after_read(shared, topology, key, replicas, replies, calls, late).await;
     Ok((winner, agreeing))
 }
 
 /// The record that wins the merge rule among the replies.
 pub(crate) fn newest(replies: &[(NodeIndex, Option<Record>)]) -> Option<&Record> {
     replies.iter().filter_map(|(_, record)| record.as_ref()).reduce(merge)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dynakv_ring::PreferenceList;
+
+    fn list(nodes: &[NodeIndex]) -> PreferenceList {
+        nodes.iter().copied().collect()
+    }
+
+    /// Nodes 0..=2 hold the key now; after the change 1, 2 and the joining 3 will.
+    fn moving() -> WriteSets {
+        WriteSets::new((list(&[0, 1, 2]), Some(list(&[1, 2, 3]))))
+    }
+
+    #[test]
+    fn outside_a_change_w_acks_of_the_replicas_are_enough() {
+        let sets = WriteSets::new((list(&[0, 1, 2]), None));
+        assert_eq!(sets.union[..], [0, 1, 2]);
+        assert!(!sets.met(&[(0, None)], 2, false));
+        assert!(sets.met(&[(0, None), (2, None)], 2, false));
+        assert_eq!(sets.tally(&[(0, None), (2, None)], false), (2, None));
+    }
+
+    #[test]
+    fn a_joint_quorum_needs_w_in_each_set() {
+        let sets = moving();
+        assert_eq!(sets.union[..], [0, 1, 2, 3], "a write goes to the union");
+        // 0 and 1 make W = 2 in the current set, but only one in the target set.
+        let acks = [(0, None), (1, None)];
+        assert_eq!(sets.tally(&acks, false), (2, Some(1)));
+        assert!(!sets.met(&acks, 2, false));
+        // 3 (joining) makes the target set.
+        let acks = [(0, None), (1, None), (3, None)];
+        assert_eq!(sets.tally(&acks, false), (2, Some(2)));
+        assert!(sets.met(&acks, 2, false));
+        // 1 and 2 are in both sets: two acks meet both.
+        assert!(sets.met(&[(2, None), (1, None)], 2, false));
+        // 0 and 3 alone: one in each set.
+        assert_eq!(sets.tally(&[(0, None), (3, None)], false), (1, Some(1)));
+    }
+
+    #[test]
+    fn a_stand_in_counts_for_the_sets_of_the_replica_it_stands_in_for() {
+        let sets = moving();
+        // Node 7 is in neither set; standing in for 2 (in both) it counts in both.
+        let acks = [(1, None), (7, Some(2))];
+        assert_eq!(sets.tally(&acks, false), (2, Some(2)));
+        // Standing in for 3 (target only) it counts in the target set only.
+        assert_eq!(sets.tally(&[(0, None), (7, Some(3))], false), (1, Some(1)));
+        // Strict: stand-ins count for nothing.
+        assert_eq!(sets.tally(&acks, true), (1, Some(1)));
+        // A member keeping a hint counts for itself only, and nobody counts twice.
+        let acks = [(1, Some(0)), (1, None), (8, Some(1))];
+        assert_eq!(sets.tally(&acks, false), (1, Some(1)));
+    }
+
+    #[test]
+    fn a_missed_joint_quorum_says_how_many_acked_in_each_set() {
+        let sets = moving();
+        let failure = ReplicaFailure {
+            node: "n4".into(),
+            cause: ReplicaError::Timeout { after: std::time::Duration::from_millis(500) },
+        };
+        let error = sets.shortfall(&[(0, None), (1, None)], 2, false, vec![failure]);
+        assert_eq!((error.got, error.replicas), (2, 3));
+        assert_eq!(error.target, Some(SetCount { got: 1, replicas: 3 }));
+        assert_eq!(
+            error.to_string(),
+            "write joint quorum not met (the ring is changing; 2 needed in each replica set): \
+             2 of 3 current replicas and 1 of 3 target replicas acknowledged (n4: timed out \
+             after 500ms); outcome unknown: the write may have been applied on some replicas"
+        );
+    }
 }

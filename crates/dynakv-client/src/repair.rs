@@ -13,11 +13,13 @@ use futures::stream::FuturesUnordered;
 
 use crate::client::Shared;
 use crate::quorum::{Late, Pending, newest};
+use crate::topology::Topology;
 
 /// Repairs the key's replicas, given the replies a read has so far and the calls still in flight:
 /// in a background task (returning at once) or here, as `late` says.
 pub(crate) async fn after_read(
     shared: &Arc<Shared>,
+    topology: Arc<Topology>,
     key: Bytes,
     replicas: PreferenceList,
     replies: Vec<(NodeIndex, Option<Record>)>,
@@ -28,23 +30,24 @@ pub(crate) async fn after_read(
         return;
     }
     if late == Late::Await {
-        return repair(shared.clone(), key, replicas, replies, pending).await;
+        return repair(topology, key, replicas, replies, pending).await;
     }
     let Ok(permit) = shared.repairs.clone().try_acquire_owned() else {
         tracing::debug!("read repair skipped: too many in flight");
         shared.background.spawn(async move { while pending.next().await.is_some() {} });
         return;
     };
-    let repair = repair(shared.clone(), key, replicas, replies, pending);
+    let repair = repair(topology, key, replicas, replies, pending);
     shared.background.spawn(async move {
         let _permit = permit;
         repair.await;
     });
 }
 
-/// Waits for the late replies, then writes the newest record to every stale replica that is up.
+/// Waits for the late replies, then writes the newest record to every stale replica that is up,
+/// placed by the ring the read was.
 async fn repair(
-    shared: Arc<Shared>,
+    topology: Arc<Topology>,
     key: Bytes,
     replicas: PreferenceList,
     mut replies: Vec<(NodeIndex, Option<Record>)>,
@@ -57,11 +60,12 @@ async fn repair(
     }
     let Some(best) = newest(&replies).cloned() else { return };
     let mut writes: FuturesUnordered<_> = stale(&replicas, &replies, &best)
-        .filter(|&node| shared.replicas[node].health.is_up())
+        .filter(|&node| topology.replicas[node].health.is_up())
         .map(|node| {
-            let (replica, key, best) = (&shared.replicas[node], key.clone(), best.clone());
+            let (replica, key, best) = (&topology.replicas[node], key.clone(), best.clone());
+            let version = topology.version();
             async move {
-                if let Err(e) = replica.write(key, best).await {
+                if let Err(e) = replica.write(key, best, version).await {
                     tracing::debug!(node = %replica.id, error = %e, "read repair failed");
                 }
             }

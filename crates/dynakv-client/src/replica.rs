@@ -15,6 +15,7 @@ use tonic::transport::Endpoint;
 use crate::coalesce::{Answer, Link};
 use crate::error::{ClientError, ReplicaError};
 use crate::options::ClientOptions;
+use crate::topology::RingSightings;
 
 /// HTTP/2 flow-control window of the connection to a node: room for many values in flight.
 const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
@@ -36,6 +37,9 @@ pub struct Replica {
     /// (versions read, versions held after a write, the node's clock) through
     /// [`Replica::observe`] and nowhere else, bounded by the ring's `max_skew_ms`.
     clock: Arc<Hlc>,
+    /// Where this node's ring version goes when it is newer than the client's (from every
+    /// reply and every stale-ring refusal), so the client fetches the newer ring.
+    sightings: Arc<RingSightings>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -46,11 +50,12 @@ impl std::fmt::Debug for Replica {
 
 impl Replica {
     /// A handle on `node`; connects on first use.
-    pub fn new(
+    pub(crate) fn new(
         node: &NodeSpec,
         options: &ClientOptions,
         max_message: usize,
         clock: Arc<Hlc>,
+        sightings: Arc<RingSightings>,
     ) -> Result<Self, ClientError> {
         let endpoint = Endpoint::from_shared(format!("http://{}", node.addr))
             .map_err(|e| ClientError::Address { node: node.id.clone(), reason: e.to_string() })?
@@ -76,29 +81,38 @@ impl Replica {
             health: NodeHealth::new(&options.health),
             timeout: options.request_timeout,
             clock,
+            sightings,
         })
     }
 
-    /// Reads the node's record for `key` (tombstones and expired records included).
-    pub async fn read(&self, key: Bytes) -> Result<Option<Record>, ReplicaError> {
+    /// Reads the node's record for `key` (tombstones and expired records included), placed by
+    /// ring `ring_version` (0: unversioned).
+    pub async fn read(
+        &self,
+        key: Bytes,
+        ring_version: u64,
+    ) -> Result<Option<Record>, ReplicaError> {
         let reply =
-            match self.call(batch_op::Op::Read(v1::ReadRequest { key, ring_version: 0 })).await? {
+            match self.call(batch_op::Op::Read(v1::ReadRequest { key, ring_version })).await? {
                 Answer::Read(reply) => reply,
                 Answer::Write(_) => return Err(mismatched("read")),
             };
+        self.saw_ring(reply.ring_version);
         let Some(wire) = reply.record else { return Ok(None) };
         let record = Record::try_from(wire).map_err(|e| ReplicaError::malformed(e.to_string()))?;
         self.observe(record.version.timestamp);
         Ok(Some(record))
     }
 
-    /// Offers `record` for `key`; the node keeps it if it is newer than what it holds.
+    /// Offers `record` for `key`, placed by ring `ring_version` (0: unversioned); the node keeps
+    /// it if it is newer than what it holds.
     pub async fn write(
         &self,
         key: Bytes,
         record: Record,
+        ring_version: u64,
     ) -> Result<v1::WriteResponse, ReplicaError> {
-        self.write_hinted(key, record, String::new()).await
+        self.write_hinted(key, record, String::new(), ring_version).await
     }
 
     /// Offers `record` for `key`, asking the node to also keep it as a hint for the replica
@@ -108,13 +122,14 @@ impl Replica {
         key: Bytes,
         record: Record,
         hint_for: String,
+        ring_version: u64,
     ) -> Result<v1::WriteResponse, ReplicaError> {
-        let request =
-            v1::WriteRequest { key, record: Some(record.into()), hint_for, ring_version: 0 };
+        let request = v1::WriteRequest { key, record: Some(record.into()), hint_for, ring_version };
         let reply = match self.call(batch_op::Op::Write(request)).await? {
             Answer::Write(reply) => reply,
             Answer::Read(_) => return Err(mismatched("write")),
         };
+        self.saw_ring(reply.ring_version);
         if let Some(current) = &reply.current {
             self.observe(Timestamp(current.timestamp));
         }
@@ -125,7 +140,39 @@ impl Replica {
     /// make of the clocks.
     pub async fn health_check(&self) -> Result<v1::HealthResponse, ReplicaError> {
         let mut client = self.link.client();
-        self.direct(self.timeout, client.health(v1::HealthRequest {})).await
+        let reply = self.direct(self.timeout, client.health(v1::HealthRequest {})).await?;
+        self.saw_ring(reply.ring_version);
+        Ok(reply)
+    }
+
+    /// The ring the node serves (its version, and the ring as ring-file TOML).
+    pub async fn get_ring(&self) -> Result<v1::RingReply, ReplicaError> {
+        let mut client = self.link.client();
+        self.direct(self.timeout, client.get_ring(v1::GetRingRequest {})).await
+    }
+
+    /// Asks the node to make a membership change, waiting up to `deadline` for the cluster to
+    /// agree on it; the reply is the new (moving) ring.
+    pub async fn change_ring(
+        &self,
+        request: v1::ChangeRingRequest,
+        deadline: Duration,
+    ) -> Result<v1::RingReply, ReplicaError> {
+        let mut client = self.link.client();
+        self.direct(deadline, client.change_ring(request)).await
+    }
+
+    /// The progress of every span the node gains in the change in progress.
+    pub async fn move_status(&self) -> Result<v1::MoveStatusReply, ReplicaError> {
+        let mut client = self.link.client();
+        let reply = self.direct(self.timeout, client.move_status(v1::MoveStatusRequest {})).await?;
+        self.saw_ring(reply.ring_version);
+        Ok(reply)
+    }
+
+    /// Notes the ring version the node reported, so a newer one gets fetched.
+    fn saw_ring(&self, version: u64) {
+        self.sightings.saw(&self.id, version);
     }
 
     /// Moves the client's clock past a timestamp this node reported, unless it is more than
@@ -143,7 +190,9 @@ impl Replica {
         request: v1::BatchRequest,
     ) -> Result<v1::BatchResponse, ReplicaError> {
         let mut client = self.link.client();
-        self.direct(self.timeout, client.batch(request)).await
+        let reply = self.direct(self.timeout, client.batch(request)).await?;
+        self.saw_ring(reply.ring_version);
+        Ok(reply)
     }
 
     /// Starts streaming the node's records whose key starts with `prefix` (at most `limit`; 0 =
@@ -205,6 +254,9 @@ impl Replica {
             Ok(result) => result,
             Err(_) => Err(ReplicaError::Timeout { after: deadline }),
         };
+        if let Err(ReplicaError::StaleRing { ring_version }) = &result {
+            self.saw_ring(*ring_version);
+        }
         match &result {
             Ok(_) => self.health.record_success(started.elapsed()),
             Err(e) if e.counts_against_health() => self.health.record_failure(),
