@@ -142,6 +142,28 @@ async fn write_keys(client: &Client, prefix: &str, count: usize) -> HashMap<Byte
     acked
 }
 
+/// The acknowledged keys that are on fewer than `at_least` of their replicas in `ring`, each
+/// with the replicas that lack it.
+async fn short_of(ring: &Ring, acked: &HashMap<Bytes, Version>, at_least: usize) -> Vec<String> {
+    let mut held: Vec<HashMap<Bytes, Version>> = Vec::new();
+    for node in ring.nodes() {
+        held.push(stored(node.addr).await);
+    }
+    acked
+        .iter()
+        .filter_map(|(key, version)| {
+            let replicas = ring.preference_list(key_token(key));
+            let lacking: Vec<&str> = replicas
+                .iter()
+                .filter(|&&i| !held[i].get(key).is_some_and(|v| v >= version))
+                .map(|&i| ring.nodes()[i].id.as_str())
+                .collect();
+            (replicas.len() - lacking.len() < at_least)
+                .then(|| format!("{} lacks {lacking:?}", String::from_utf8_lossy(key)))
+        })
+        .collect()
+}
+
 /// Every acknowledged key is on at least `at_least` of its replicas in `ring`, at its version
 /// or a newer one, read from each replica's own storage.
 async fn check_on_replicas(ring: &Ring, acked: &HashMap<Bytes, Version>, at_least: usize) {
@@ -432,4 +454,119 @@ async fn a_joining_node_killed_mid_stream_resumes_and_so_does_a_killed_source() 
     let ring = settled(&[addrs[0], addrs[1], addrs[2], n4], 3).await;
     check_on_replicas(&ring, &acked, 2).await;
     drop(joining);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_added_under_load_lose_no_acknowledged_write() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let mut cluster = Cluster::start(3);
+    let client = client_for(&cluster.ring);
+    wait_until_up(&client).await;
+    let preloaded = write_keys(&client, "pre", 300).await;
+    assert_eq!(preloaded.len(), 300);
+    client.settle().await;
+
+    let acked = Arc::new(parking_lot::Mutex::new(HashMap::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reads, misses, failures) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = Vec::new();
+    for w in 0..4 {
+        let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            for i in 0..5_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let key = Bytes::from(format!("w{w}-{i:05}"));
+                if let Ok(written) = client.put(key.clone(), Bytes::from(vec![b'w'; 256])).await {
+                    acked.lock().insert(key, written.version);
+                }
+            }
+        }));
+    }
+    let keys: Vec<Bytes> = preloaded.keys().cloned().collect();
+    for r in 0..4 {
+        let (client, stop, keys) = (client.clone(), stop.clone(), keys.clone());
+        let (reads, misses, failures) = (reads.clone(), misses.clone(), failures.clone());
+        load.push(tokio::spawn(async move {
+            for i in 0..20_000usize {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match client.get(keys[(i * 7 + r * 31) % keys.len()].clone()).await {
+                    Ok(Some(_)) => reads.fetch_add(1, Ordering::Relaxed),
+                    Ok(None) => misses.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failures.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+
+    let mut live: Vec<SocketAddr> = cluster.addrs.clone();
+    let mut version = 1;
+    for i in 3..5 {
+        let addr = cluster.join(i);
+        eventually(PATIENCE, "the new node serves the live ring", || async move {
+            ring_of(addr).await.is_some()
+        })
+        .await;
+        let id = format!("n{}", i + 1);
+        let before = ring_of(live[0]).await.unwrap();
+        change(live[0], add(&id, addr)).await.expect("ring add");
+        live.push(addr);
+        version += 2;
+        let after = settled(&live, version).await;
+        let plan =
+            dynakv_ring::Plan::new(&before, dynakv_ring::Change::Add { id: id.clone(), addr })
+                .unwrap();
+        println!(
+            "adding {id}: {:.3} of the key space moved, ideal {:.3} (ratio {:.3})",
+            plan.moved_replicas,
+            plan.ideal_replicas,
+            plan.replica_ratio().unwrap()
+        );
+        assert!(plan.replica_ratio().unwrap() <= 1.15);
+        assert_eq!(after.nodes().len(), i + 1);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    client.settle().await;
+    let ring = settled(&live, version).await;
+    let acked = acked.lock().clone();
+    println!(
+        "{} writes acknowledged; {} reads of preloaded keys, {} not found, {} failed",
+        acked.len(),
+        reads.load(Ordering::Relaxed),
+        misses.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed)
+    );
+    assert!(acked.len() > 100, "the writers made progress");
+    assert_eq!(misses.load(Ordering::Relaxed), 0, "a preloaded key read as not found");
+    // Right away on R replicas of the new ring; on all N after one anti-entropy round (a replica
+    // that refused a write placed by an older ring while the change was agreed missed it, as
+    // any replica that fails a write does).
+    check_on_replicas(&ring, &acked, 2).await;
+    check_on_replicas(&ring, &preloaded, 2).await;
+    for node in ring.nodes() {
+        raw(node.addr).await.repair(v1::RepairRequest {}).await.expect("repair");
+    }
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let short = short_of(&ring, &acked, 3).await;
+        if short.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} acknowledged writes are not on all N replicas: {:?}",
+            short.len(),
+            &short[..short.len().min(8)]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

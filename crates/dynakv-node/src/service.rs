@@ -186,6 +186,7 @@ impl NodeState {
     /// With `hint_for`, the node also (or, if it is not a replica, only) keeps it as a hint for
     /// that replica.
     pub async fn write(&self, request: v1::WriteRequest) -> Result<v1::WriteResponse, Status> {
+        let _admitted = self.membership.admission.read().await;
         let topology = self.topology();
         let ring = &topology.ring;
         let hint_for = match request.hint_for.as_str() {
@@ -469,7 +470,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::CommitRequest>,
     ) -> Result<Response<v1::RingReply>, Status> {
-        let commit = async { membership::commit_request(&self.state, request.into_inner()) };
+        let commit = membership::commit_request(&self.state, request.into_inner());
         self.counted("commit", commit).await
     }
 

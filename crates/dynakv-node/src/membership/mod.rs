@@ -45,8 +45,11 @@ pub struct Membership {
     heard: AtomicU64,
     /// Wakes the membership task when a newer ring is heard of or adopted.
     pub wake: tokio::sync::Notify,
-    /// Serializes ring adoption.
-    adopting: parking_lot::Mutex<()>,
+    /// Held (shared) by every write from its ring check until its commit, and exclusively while
+    /// a new ring is swapped in: a node reports a new ring only once every write it admitted
+    /// under the old one is stored, so a new owner's snapshot, taken once every node serves the
+    /// new ring, holds every such write.
+    pub admission: tokio::sync::RwLock<()>,
     /// One proposal at a time from this node.
     pub proposing: tokio::sync::Mutex<()>,
     /// The progress of the ranges this node gains in the move in progress.
@@ -63,7 +66,7 @@ impl Membership {
             acceptor: parking_lot::Mutex::new(acceptor),
             heard: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
-            adopting: parking_lot::Mutex::new(()),
+            admission: tokio::sync::RwLock::new(()),
             proposing: tokio::sync::Mutex::new(()),
             moves: parking_lot::Mutex::new(moves),
         })
@@ -85,8 +88,11 @@ impl Membership {
 
 /// Serves `ring` from now on if it is newer than the node's: stores it durably first, then
 /// swaps it in. True when it was adopted.
-pub fn adopt(state: &NodeState, ring: Ring) -> bool {
-    let _one_at_a_time = state.membership.adopting.lock();
+pub async fn adopt(state: &NodeState, ring: Ring) -> bool {
+    if ring.version() <= state.ring_version() {
+        return false;
+    }
+    let _no_write_in_flight = state.membership.admission.write().await;
     let current = state.topology();
     if ring.version() <= current.ring.version() {
         return false;
@@ -124,7 +130,7 @@ pub fn adopt(state: &NodeState, ring: Ring) -> bool {
 /// Adopts a chosen ring and tells every node of it and of the ring before it.
 pub async fn commit(state: &NodeState, ring: Ring) {
     let before = state.topology();
-    adopt(state, ring.clone());
+    adopt(state, ring.clone()).await;
     let after = state.topology();
     let text = ring.to_toml();
     let mut told = Vec::new();
@@ -155,7 +161,7 @@ pub async fn learn(state: &NodeState) {
     let newest =
         futures::future::join_all(calls).await.into_iter().flatten().max_by_key(Ring::version);
     if let Some(ring) = newest {
-        adopt(state, ring);
+        adopt(state, ring).await;
     }
 }
 
@@ -276,11 +282,11 @@ pub fn get_ring(state: &NodeState) -> v1::RingReply {
 }
 
 /// Serves `Commit`: adopts the ring if it is newer.
-pub fn commit_request(
+pub async fn commit_request(
     state: &NodeState,
     request: v1::CommitRequest,
 ) -> Result<v1::RingReply, Status> {
     let ring = Ring::parse(&request.ring).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    adopt(state, ring);
+    adopt(state, ring).await;
     Ok(get_ring(state))
 }
