@@ -155,7 +155,7 @@ async fn short_of(ring: &Ring, acked: &HashMap<Bytes, Version>, at_least: usize)
             let replicas = ring.preference_list(key_token(key));
             let lacking: Vec<&str> = replicas
                 .iter()
-                .filter(|&&i| !held[i].get(key).is_some_and(|v| v >= version))
+                .filter(|&&i| held[i].get(key).is_none_or(|v| v < version))
                 .map(|&i| ring.nodes()[i].id.as_str())
                 .collect();
             (replicas.len() - lacking.len() < at_least)
