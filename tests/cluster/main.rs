@@ -13,6 +13,7 @@ mod clocks;
 mod coalescing;
 mod concurrency;
 mod crashes;
+mod dev_cli;
 mod disk;
 mod dump;
 mod durability;

@@ -47,6 +47,31 @@ pub fn ring_text(addrs: &[SocketAddr], n: usize, r: usize, w: usize) -> String {
     ring_text_with(addrs, n, r, w, QUIET)
 }
 
+/// Writes `dir/ring.toml` for `nodes` nodes on free loopback ports, each with a metrics address
+/// of its own (also free), for tests that run real node processes; returns the ring file's path,
+/// the ring and the metrics addresses.
+pub fn ring_file_with_metrics(
+    dir: &Path,
+    nodes: usize,
+    n: usize,
+    r: usize,
+    w: usize,
+) -> (PathBuf, Ring, Vec<SocketAddr>) {
+    let addrs: Vec<_> = (0..nodes).map(|_| free_addr()).collect();
+    let metrics: Vec<_> = (0..nodes).map(|_| free_addr()).collect();
+    let mut text = ring_text(&addrs, n, r, w);
+    for (addr, at) in addrs.iter().zip(&metrics) {
+        text = text.replace(
+            &format!("addr = \"{addr}\"\n"),
+            &format!("addr = \"{addr}\"\nmetrics_addr = \"{at}\"\n"),
+        );
+    }
+    let path = dir.join("ring.toml");
+    std::fs::write(&path, &text).unwrap();
+    let ring = Ring::load(&path).expect("valid test ring");
+    (path, ring, metrics)
+}
+
 /// A free loopback port, found by binding port 0 and letting it go.
 pub fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
