@@ -9,6 +9,7 @@ mod batches;
 mod catch_up;
 mod chaos;
 mod cli;
+mod client_metrics;
 mod clocks;
 mod coalescing;
 mod concurrency;

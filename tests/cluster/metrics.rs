@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::{NodeProcess, client_for, ring_file_with_metrics, wait_until_up};
 
 /// The body of `GET /metrics` at `addr`.
-async fn scrape(addr: SocketAddr) -> String {
+pub async fn scrape(addr: SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to /metrics");
     stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: dynakv\r\n\r\n").await.unwrap();
     let mut response = String::new();
@@ -22,7 +22,7 @@ async fn scrape(addr: SocketAddr) -> String {
 }
 
 /// The sum of the samples of `name` whose labels include every one of `labels`.
-fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     body.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {

@@ -41,6 +41,8 @@
 //!   clocks, by majority) when its own clock is behind.
 //! - `coalesce`: concurrent operations to one node sent together as batch RPCs: the one batcher,
 //!   with the one set of size limits.
+//! - [`metrics`]: what the client counts (quorum latency, replica failures, stand-ins, read
+//!   repairs, batch sizes), through the `metrics` facade.
 //! - [`error`]: [`ClientError`], [`QuorumError`] and [`ReplicaError`], carrying the numbers.
 
 #![warn(missing_docs)]
@@ -50,6 +52,7 @@ pub mod client;
 mod cluster_time;
 mod coalesce;
 pub mod error;
+pub mod metrics;
 pub mod options;
 pub mod quorum;
 pub mod repair;

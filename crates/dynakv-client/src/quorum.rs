@@ -117,6 +117,7 @@ pub(crate) async fn write(
     strict: bool,
     late: Late,
 ) -> Result<WriteOutcome, QuorumError> {
+    let started = std::time::Instant::now();
     let token = key_token(&key);
     let replicas = shared.ring.preference_list(token);
     let (sends, spare, failures) = plan_write(shared, token, &replicas, w, strict);
@@ -138,6 +139,7 @@ pub(crate) async fn write(
     }
     while round.acked.len() < w && round.next().await {}
     let acked = round.acked.len();
+    crate::metrics::quorum(Op::Write, started, acked >= w);
     let outcome = match round.newer {
         Some(by) => WriteOutcome::Superseded { by },
         None => WriteOutcome::Applied,
@@ -188,6 +190,9 @@ impl WriteRound {
     fn send(&mut self, (node, hint_for): Send, counts: bool) {
         let shared = self.shared.clone();
         let (key, record) = (self.key.clone(), self.record.clone());
+        if hint_for.is_some() {
+            crate::metrics::stand_in(self.replicas.contains(&node));
+        }
         self.calls.push(Box::pin(async move {
             let owner = hint_for.map(|owner| shared.replicas[owner].id.clone()).unwrap_or_default();
             let reply = shared.replicas[node].write_hinted(key, record, owner).await;
@@ -250,6 +255,7 @@ pub(crate) async fn read(
     r: usize,
     late: Late,
 ) -> Result<Option<Record>, QuorumError> {
+    let started = std::time::Instant::now();
     let replicas = shared.ring.preference_list(key_token(&key));
     let (targets, mut failures) = targets(shared, &replicas, r);
     let mut calls: Pending<Option<Record>> = targets
@@ -271,6 +277,7 @@ pub(crate) async fn read(
             None => break,
         }
     }
+    crate::metrics::quorum(Op::Read, started, replies.len() >= r);
     if replies.len() < r {
         if !calls.is_empty() {
             let drain = async move { while calls.next().await.is_some() {} };

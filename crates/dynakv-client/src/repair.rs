@@ -32,6 +32,7 @@ pub(crate) async fn after_read(
     }
     let Ok(permit) = shared.repairs.clone().try_acquire_owned() else {
         tracing::debug!("read repair skipped: too many in flight");
+        crate::metrics::repair_skipped();
         shared.background.spawn(async move { while pending.next().await.is_some() {} });
         return;
     };
@@ -61,7 +62,9 @@ async fn repair(
         .map(|node| {
             let (replica, key, best) = (&shared.replicas[node], key.clone(), best.clone());
             async move {
-                if let Err(e) = replica.write(key, best).await {
+                let result = replica.write(key, best).await;
+                crate::metrics::repair_sent(result.is_ok());
+                if let Err(e) = result {
                     tracing::debug!(node = %replica.id, error = %e, "read repair failed");
                 }
             }

@@ -203,6 +203,9 @@ impl Replica {
             Ok(result) => result,
             Err(_) => Err(ReplicaError::Timeout { after: deadline }),
         };
+        if let Err(e) = &result {
+            crate::metrics::replica_failed(&self.id, e);
+        }
         match &result {
             Ok(_) => self.health.record_success(started.elapsed()),
             Err(e) if e.counts_against_health() => self.health.record_failure(),
