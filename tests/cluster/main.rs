@@ -14,6 +14,7 @@ mod clocks;
 mod coalescing;
 mod concurrency;
 mod crashes;
+mod dashboard;
 mod dev_cli;
 mod disk;
 mod dump;

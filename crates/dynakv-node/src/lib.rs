@@ -14,6 +14,8 @@
 //! - [`sweep`]: the TTL sweep, rewriting expired records as tombstones of the same version.
 //! - [`disk`]: the disk watch: the free-space reserve, and recovery of failed storage in place.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//! - [`dashboard`]: the live dashboard page on the metrics address, and the `/api/cluster` view
+//!   it polls, gathered from the peers.
 //! - [`dump`]: the `Dump` stream of a node's records for operators, paged out of storage.
 //! - [`error`]: [`NodeError`], why a node could not start.
 
@@ -21,6 +23,7 @@
 
 pub mod anti_entropy;
 pub mod config;
+pub mod dashboard;
 pub mod disk;
 pub mod dump;
 pub mod error;

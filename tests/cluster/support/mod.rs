@@ -2,6 +2,7 @@
 //! with its own fjall directory and a fault-injecting proxy in front (the address in the ring),
 //! stoppable and restartable on the same address.
 
+pub mod browser;
 pub mod proxy;
 
 pub use proxy::{Fault, Proxy};
