@@ -29,5 +29,6 @@ mod repair;
 mod retries;
 mod ring_cli;
 mod round_trips;
+mod spans;
 mod tombstones;
 mod ttl;

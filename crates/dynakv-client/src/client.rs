@@ -15,6 +15,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::cluster_time;
 use crate::error::{ClientError, Op, ReplicaError, WriteOutcome, Written};
@@ -307,8 +308,12 @@ impl Client {
         late: Late,
     ) -> Result<WriteOutcome, ClientError> {
         let strict = strict || self.shared.options.strict_quorum;
+        let op = if record.is_tombstone() { "delete" } else { "put" };
+        let span = crate::spans::operation(op, &key, w, &self.shared.ring);
         let write = || quorum::write(&self.shared, key.clone(), record.clone(), w, strict, late);
-        Ok(retry::retrying(&self.shared.options, write).await?)
+        let result = retry::retrying(&self.shared.options, write).instrument(span.clone()).await;
+        span.in_scope(|| crate::spans::done(&result));
+        Ok(result?)
     }
 
     /// Deletes `key` (writes a tombstone) with the default W; returns the delete's version and
@@ -380,8 +385,11 @@ impl Client {
         r: usize,
         late: Late,
     ) -> Result<Option<Record>, ClientError> {
+        let span = crate::spans::operation("get", &key, r, &self.shared.ring);
         let read = || quorum::read(&self.shared, key.clone(), r, late);
-        Ok(retry::retrying(&self.shared.options, read).await?)
+        let result = retry::retrying(&self.shared.options, read).instrument(span.clone()).await;
+        span.in_scope(|| crate::spans::done(&result));
+        Ok(result?)
     }
 
     /// What every replica of `key` holds right now, asked directly (node health is ignored).

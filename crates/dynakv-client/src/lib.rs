@@ -43,6 +43,7 @@
 //!   with the one set of size limits.
 //! - [`metrics`]: what the client counts (quorum latency, replica failures, stand-ins, read
 //!   repairs, batch sizes), through the `metrics` facade.
+//! - `spans`: a tracing span per operation (op, key token, ring version, quorum numbers).
 //! - [`error`]: [`ClientError`], [`QuorumError`] and [`ReplicaError`], carrying the numbers.
 
 #![warn(missing_docs)]
@@ -58,6 +59,7 @@ pub mod quorum;
 pub mod repair;
 pub mod replica;
 pub mod retry;
+mod spans;
 
 pub use batch::{BatchPut, ReadResults, WriteResults};
 pub use client::{

@@ -13,6 +13,7 @@
 //! - [`anti_entropy`]: Merkle-digest comparison with co-replicas, repair, tombstone collection.
 //! - [`sweep`]: the TTL sweep, rewriting expired records as tombstones of the same version.
 //! - [`disk`]: the disk watch: the free-space reserve, and recovery of failed storage in place.
+//! - [`spans`]: a tracing span per request served (rpc, node id, ring version, key token).
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 //! - [`dashboard`]: the live dashboard page on the metrics address, and the `/api/cluster` view
 //!   it polls, gathered from the peers.
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod peers;
 pub mod server;
 pub mod service;
+pub mod spans;
 pub mod sweep;
 
 pub use config::{NodeConfig, StorageChoice};
