@@ -39,6 +39,9 @@ pub struct NodeConfig {
     pub clock: Clock,
     /// Where to serve Prometheus metrics (`GET /metrics`); `None`: not served.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// A member to learn the live ring from before serving, for a node that is not in its ring
+    /// file yet (`dynakv node --join`); such a node serves no keys until a change adds it.
+    pub join: Option<std::net::SocketAddr>,
 }
 
 impl NodeConfig {
@@ -54,6 +57,7 @@ impl NodeConfig {
             inject_delay_ms: None,
             clock: Clock::system(),
             metrics_addr: None,
+            join: None,
         }
     }
 }

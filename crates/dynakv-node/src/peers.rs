@@ -52,13 +52,17 @@ impl SizedOp {
     /// A read of `key` whose stored value is about `value_bytes` long.
     pub fn read(key: Bytes, value_bytes: usize) -> Self {
         let reply_bytes = key.len() + value_bytes + REPLY_OVERHEAD;
-        Self::new(Op::Read(v1::ReadRequest { key }), reply_bytes)
+        Self::new(Op::Read(v1::ReadRequest { key, ring_version: 0 }), reply_bytes)
     }
 
     /// A write of `record` under `key` (no hint).
     pub fn write(key: Bytes, record: Record) -> Self {
-        let request =
-            v1::WriteRequest { key, record: Some(record.into()), hint_for: String::new() };
+        let request = v1::WriteRequest {
+            key,
+            record: Some(record.into()),
+            hint_for: String::new(),
+            ring_version: 0,
+        };
         Self::new(Op::Write(request), REPLY_OVERHEAD)
     }
 

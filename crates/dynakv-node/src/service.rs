@@ -410,4 +410,55 @@ impl Replica for ReplicaService {
     ) -> Result<Response<Self::DumpStream>, Status> {
         Ok(Response::new(dump::start(&self.state, request.into_inner())))
     }
+
+    async fn get_ring(
+        &self,
+        _request: Request<v1::GetRingRequest>,
+    ) -> Result<Response<v1::RingReply>, Status> {
+        Err(Status::unimplemented("membership is not built yet"))
+    }
+
+    async fn change_ring(
+        &self,
+        _request: Request<v1::ChangeRingRequest>,
+    ) -> Result<Response<v1::RingReply>, Status> {
+        Err(Status::unimplemented("membership is not built yet"))
+    }
+
+    async fn prepare(
+        &self,
+        _request: Request<v1::PrepareRequest>,
+    ) -> Result<Response<v1::PrepareReply>, Status> {
+        Err(Status::unimplemented("membership is not built yet"))
+    }
+
+    async fn accept(
+        &self,
+        _request: Request<v1::AcceptRequest>,
+    ) -> Result<Response<v1::AcceptReply>, Status> {
+        Err(Status::unimplemented("membership is not built yet"))
+    }
+
+    async fn commit(
+        &self,
+        _request: Request<v1::CommitRequest>,
+    ) -> Result<Response<v1::RingReply>, Status> {
+        Err(Status::unimplemented("membership is not built yet"))
+    }
+
+    async fn move_status(
+        &self,
+        _request: Request<v1::MoveStatusRequest>,
+    ) -> Result<Response<v1::MoveStatusReply>, Status> {
+        Err(Status::unimplemented("membership is not built yet"))
+    }
+
+    type StreamSpanStream = futures::stream::BoxStream<'static, Result<v1::StreamChunk, Status>>;
+
+    async fn stream_span(
+        &self,
+        _request: Request<v1::StreamSpanRequest>,
+    ) -> Result<Response<Self::StreamSpanStream>, Status> {
+        Err(Status::unimplemented("membership is not built yet"))
+    }
 }
