@@ -317,14 +317,33 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `dynakv node --ring <ring> --id <id> --data-dir <dir>`.
     pub fn start(ring: &Path, id: &str, data_dir: &Path) -> NodeProcess {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_dynakv"))
-            .args(["node", "--ring"])
-            .arg(ring)
-            .args(["--id", id, "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("spawn dynakv node");
+        NodeProcess::spawn(ring, id, data_dir, |command| command.env("RUST_LOG", "warn"))
+    }
+
+    /// Starts a node as [`start`](Self::start) does, logging JSON lines filtered by `rust_log`
+    /// to the file `log`.
+    pub fn start_logging(
+        ring: &Path,
+        id: &str,
+        data_dir: &Path,
+        rust_log: &str,
+        log: &Path,
+    ) -> NodeProcess {
+        let file = std::fs::File::create(log).expect("log file");
+        NodeProcess::spawn(ring, id, data_dir, |command| {
+            command.args(["--log-format", "json"]).env("RUST_LOG", rust_log).stderr(file)
+        })
+    }
+
+    fn spawn(
+        ring: &Path,
+        id: &str,
+        data_dir: &Path,
+        configure: impl FnOnce(&mut std::process::Command) -> &mut std::process::Command,
+    ) -> NodeProcess {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dynakv"));
+        command.args(["node", "--ring"]).arg(ring).args(["--id", id, "--data-dir"]).arg(data_dir);
+        let child = configure(&mut command).spawn().expect("spawn dynakv node");
         NodeProcess { child }
     }
 
