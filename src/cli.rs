@@ -78,6 +78,13 @@ pub struct NodeArgs {
     /// Add a random delay of MIN..MAX milliseconds to every replica request (for demonstrations).
     #[arg(long, value_name = "MIN..MAX", value_parser = parse_delay)]
     pub inject_delay_ms: Option<std::ops::RangeInclusive<u64>>,
+    /// Where to serve, for a node the ring file does not list yet (with --join).
+    #[arg(long, requires = "join")]
+    pub addr: Option<std::net::SocketAddr>,
+    /// A member's address: learn the live ring from it before serving. The node serves no keys
+    /// until `dynakv ring add ID ADDR` adds it.
+    #[arg(long)]
+    pub join: Option<std::net::SocketAddr>,
 }
 
 /// Parses `MIN..MAX` (or a single number) into an inclusive range of milliseconds.

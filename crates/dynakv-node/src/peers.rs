@@ -15,7 +15,7 @@ use bytes::Bytes;
 use dynakv_core::{HealthPolicy, NodeHealth, Record};
 use dynakv_proto::v1::replica_client::ReplicaClient;
 use dynakv_proto::v1::{self, batch_op::Op, batch_result::Result as Outcome};
-use dynakv_ring::{NodeIndex, Ring};
+use dynakv_ring::{NodeSpec, Ring};
 use prost::Message;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
@@ -121,6 +121,8 @@ pub type OpResult = Result<Outcome, Status>;
 pub struct Peer {
     /// The peer's id.
     pub id: String,
+    /// Where the peer serves; a ring change that moves the node gets a new channel.
+    pub addr: std::net::SocketAddr,
     client: ReplicaClient<Channel>,
     /// What this node knows of the peer's health.
     pub health: NodeHealth,
@@ -215,52 +217,37 @@ impl Peer {
     }
 }
 
-/// Every other node of the ring, indexed like [`Ring::nodes`].
-pub struct Peers {
-    peers: Vec<Option<Peer>>,
-}
-
-impl Peers {
-    /// Channels to every node but `me`; they connect on first use.
-    pub fn new(
+impl Peer {
+    /// A channel to `node`, with the deadlines of `ring`; it connects on first use.
+    pub fn connect(
+        node: &NodeSpec,
         ring: &Ring,
-        me: NodeIndex,
         max_message: usize,
-    ) -> Result<Self, tonic::transport::Error> {
+    ) -> Result<Peer, tonic::transport::Error> {
         let timeouts = ring.config().timeouts;
         let request_timeout = Duration::from_millis(timeouts.request_ms);
-        let peers = ring
-            .nodes()
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                if i == me {
-                    return Ok(None);
-                }
-                let endpoint = Endpoint::from_shared(format!("http://{}", node.addr))?
-                    .connect_timeout(Duration::from_millis(timeouts.connect_ms))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(request_timeout.max(Duration::from_secs(1)));
-                let client = ReplicaClient::new(endpoint.connect_lazy())
-                    .max_decoding_message_size(max_message)
-                    .max_encoding_message_size(max_message);
-                Ok(Some(Peer {
-                    id: node.id.clone(),
-                    client,
-                    health: NodeHealth::new(&PEER_HEALTH),
-                    // Anti-entropy pages are larger than client requests: give them room.
-                    timeout: request_timeout.max(Duration::from_secs(10)),
-                    max_message,
-                }))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Peers { peers })
+        let endpoint = Endpoint::from_shared(format!("http://{}", node.addr))?
+            .connect_timeout(Duration::from_millis(timeouts.connect_ms))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(request_timeout.max(Duration::from_secs(1)));
+        let client = ReplicaClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
+        Ok(Peer {
+            id: node.id.clone(),
+            addr: node.addr,
+            client,
+            health: NodeHealth::new(&PEER_HEALTH),
+            // Anti-entropy pages are larger than client requests: give them room.
+            timeout: request_timeout.max(Duration::from_secs(10)),
+            max_message,
+        })
     }
 
-    /// The peer at `index`; `None` for this node itself.
-    pub fn get(&self, index: NodeIndex) -> Option<&Peer> {
-        self.peers.get(index).and_then(Option::as_ref)
+    /// A client for calls without the per-call deadline (streams), sharing the channel.
+    pub fn raw(&self) -> ReplicaClient<Channel> {
+        self.client.clone()
     }
 }
 

@@ -13,8 +13,8 @@ pub fn request(state: &NodeState, rpc: &'static str, key: Option<&[u8]>) -> Span
         "request",
         rpc,
         node = %state.id,
-        ring_version = state.ring.version(),
-        n = state.ring.config().replication.n,
+        ring_version = state.ring_version(),
+        n = state.ring().config().replication.n,
         token = tracing::field::Empty,
     );
     if let Some(key) = key {

@@ -33,4 +33,4 @@ pub use config::{
 pub use error::{PlanError, RingError};
 pub use node_state::NodeState;
 pub use plan::{Change, NodeShift, Plan, RangeMove, Transfer};
-pub use ring::{NodeIndex, PreferenceList, Ring, Successors, TokenRange, key_token};
+pub use ring::{Gain, NodeIndex, PreferenceList, Ring, Successors, TokenRange, key_token};

@@ -715,8 +715,22 @@ mod tests {
                 assert_eq!(ids(&current), replica_ids(&before, token));
                 assert_eq!(ids(&target.unwrap()), replica_ids(&plan.after, token), "{change}");
                 assert_eq!(replica_ids(&done, token), replica_ids(&plan.after, token));
+                // Every node that is a target replica but not a current one gains the token.
+                for (i, node) in joint.nodes().iter().enumerate() {
+                    let gains = joint.gains(i);
+                    let gained = gains.iter().find(|g| span_contains(g.start, g.end, token));
+                    let expect = target_has(&joint, token, i) && !current.contains(&i);
+                    assert_eq!(gained.is_some(), expect, "{change}: {} at {token}", node.id);
+                    if let Some(gain) = gained {
+                        assert_eq!(gain.holders, current);
+                    }
+                }
             }
         }
+    }
+
+    fn target_has(ring: &Ring, token: u64, node: usize) -> bool {
+        ring.target_preference_list(token).is_some_and(|list| list.contains(&node))
     }
 
     #[test]

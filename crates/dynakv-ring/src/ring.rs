@@ -119,6 +119,11 @@ impl Ring {
         Ring::parse(&text)
     }
 
+    /// The ring as ring-file TOML, as nodes store it and send it to each other.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&self.config).expect("a ring configuration always serializes")
+    }
+
     /// The configuration the ring was built from.
     pub fn config(&self) -> &RingConfig {
         &self.config
@@ -203,6 +208,31 @@ impl Ring {
         current.contains(&node) || target.is_some_and(|t| t.contains(&node))
     }
 
+    /// The spans `node` gains in the change in progress (it is a target replica there but not a
+    /// current one), each with the current replicas that hold it, in token order; adjacent spans
+    /// with the same holders are merged. Empty outside a change.
+    pub fn gains(&self, node: NodeIndex) -> Vec<Gain> {
+        let Some(target) = &self.target else { return Vec::new() };
+        let n = self.config.replication.n;
+        let mut bounds: Vec<u64> =
+            self.current.tokens.iter().chain(&target.tokens).copied().collect();
+        bounds.sort_unstable();
+        bounds.dedup();
+        let mut gains: Vec<Gain> = Vec::new();
+        for (i, &end) in bounds.iter().enumerate() {
+            let start = if i == 0 { bounds[bounds.len() - 1] } else { bounds[i - 1] };
+            let holders = self.current.preference_list(end, n);
+            if !target.preference_list(end, n).contains(&node) || holders.contains(&node) {
+                continue;
+            }
+            match gains.last_mut() {
+                Some(last) if last.end == start && last.holders == holders => last.end = end,
+                _ => gains.push(Gain { start, end, holders }),
+            }
+        }
+        gains
+    }
+
     /// The ids of the nodes whose vote decides the next ring: those owning tokens now.
     pub fn voters(&self) -> Vec<NodeIndex> {
         (0..self.config.nodes.len()).filter(|&i| self.config.nodes[i].state.owns_tokens()).collect()
@@ -244,6 +274,18 @@ impl Ring {
         }
         shares
     }
+}
+
+/// A span of the token space, `(start, end]` clockwise, that a node gains in a change, and the
+/// current replicas that hold its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gain {
+    /// Exclusive lower bound.
+    pub start: u64,
+    /// Inclusive upper bound.
+    pub end: u64,
+    /// The span's current replicas (dead ones included), primary first.
+    pub holders: PreferenceList,
 }
 
 /// A vnode's range of the token space, `(start, end]` clockwise, and the replicas that hold it.

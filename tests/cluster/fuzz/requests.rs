@@ -319,7 +319,11 @@ async fn hint_spans_case(
     hinted: &[u64],
 ) -> Result<(), TestCaseError> {
     let before = node.snapshot().await?;
-    let result = node.raw.clone().hint_spans(v1::HintSpansRequest { spans: spans.clone() }).await;
+    let result = node
+        .raw
+        .clone()
+        .hint_spans(v1::HintSpansRequest { spans: spans.clone(), ignore_owners: Vec::new() })
+        .await;
     let Some(answer) =
         settle(node, tally, "HintSpans", Expect::Accept, false, before, result).await?
     else {

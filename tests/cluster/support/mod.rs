@@ -317,7 +317,12 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `dynakv node --ring <ring> --id <id> --data-dir <dir>`.
     pub fn start(ring: &Path, id: &str, data_dir: &Path) -> NodeProcess {
-        NodeProcess::spawn(ring, id, data_dir, |command| command.env("RUST_LOG", "warn"))
+        NodeProcess::start_with(ring, id, data_dir, &[])
+    }
+
+    /// Starts `dynakv node --ring <ring> --id <id> --data-dir <dir>` with more arguments.
+    pub fn start_with(ring: &Path, id: &str, data_dir: &Path, more: &[&str]) -> NodeProcess {
+        NodeProcess::spawn(ring, id, data_dir, |command| command.args(more).env("RUST_LOG", "warn"))
     }
 
     /// Starts a node as [`start`](Self::start) does, logging JSON lines filtered by `rust_log`
