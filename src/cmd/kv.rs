@@ -13,7 +13,8 @@ use crate::cli::{DeleteArgs, GetArgs, InspectArgs, PutArgs};
 
 pub async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(&args.ring)?;
-    let options = WriteOptions { w: args.w, strict: args.strict };
+    let consistency = args.consistency.map(Into::into);
+    let options = WriteOptions { w: args.w, strict: args.strict, consistency };
     if let Some(file) = &args.batch {
         return super::batch::put_file(&client, file, args.ttl, options).await;
     }
@@ -95,7 +96,8 @@ fn report_write(
 
 pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(&args.ring)?;
-    let result = client.get_with(args.key.clone(), ReadOptions { r: args.r }).await;
+    let options = ReadOptions { r: args.r, consistency: args.consistency.map(Into::into) };
+    let result = client.get_with(args.key.clone(), options).await;
     // Let read repair finish before the process exits.
     client.settle().await;
     let value = match result {
@@ -140,8 +142,9 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(&args.ring)?;
-    let result =
-        client.delete_with(args.key.clone(), WriteOptions { w: args.w, strict: args.strict }).await;
+    let consistency = args.consistency.map(Into::into);
+    let options = WriteOptions { w: args.w, strict: args.strict, consistency };
+    let result = client.delete_with(args.key.clone(), options).await;
     client.settle().await;
     report_write(&args.key, result, "deleted", args.json)
 }

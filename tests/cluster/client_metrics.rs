@@ -62,7 +62,9 @@ fn the_client_counts_rounds_failures_stand_ins_repairs_and_batches() {
             cluster.restart(2).await;
             wait_until_up(&client).await;
             let before = handle.render();
-            let value = client.get_with("while-n3-is-down", ReadOptions { r: Some(3) }).await;
+            let value = client
+                .get_with("while-n3-is-down", ReadOptions { r: Some(3), ..Default::default() })
+                .await;
             assert!(value.unwrap().is_some());
             client.settle().await;
             let after = handle.render();
