@@ -3,7 +3,7 @@
 //!
 //! `/api/cluster` is the cluster as this node sees it: the ring (version, every vnode range and
 //! its primary), and for every node its state (up or down, round-trip time, keys, hints, clock
-//! offset, ring version) from a Health RPC through the node's [`Peers`](crate::peers::Peers),
+//! offset, ring version) from a Health RPC through the node's peers ([`Topology`](crate::topology::Topology)),
 //! plus what the node reports of itself at `/api/node`: its operation count, its request latency
 //! histogram (cumulative, so the page turns two polls into ops/s and p99) and whether an
 //! anti-entropy round or a hint delivery pass is running, and the ranges it is receiving in a
