@@ -138,9 +138,16 @@ pub struct PutArgs {
     /// The key (not with --batch).
     #[arg(required_unless_present = "batch")]
     pub key: Option<String>,
-    /// The value (not with --batch).
-    #[arg(required_unless_present = "batch")]
+    /// The value (not with --batch or --value-file).
+    #[arg(required_unless_present_any = ["batch", "value_file"])]
     pub value: Option<String>,
+    /// Read the value from this file (`-`: standard input), byte for byte: for binary and large
+    /// values. Refused, with nothing sent, when longer than the ring's `max_value_bytes`.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["value", "batch"])]
+    pub value_file: Option<PathBuf>,
+    /// Print the outcome as one JSON object on stdout (messages and exit codes as without it).
+    #[arg(long, conflicts_with = "batch")]
+    pub json: bool,
     /// Acknowledgements to wait for [default: the ring's w].
     #[arg(long)]
     pub w: Option<usize>,
@@ -170,6 +177,13 @@ pub struct GetArgs {
     /// Replies to wait for [default: the ring's r].
     #[arg(long)]
     pub r: Option<usize>,
+    /// Write the value to this file, byte for byte (no newline added), instead of stdout.
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Print one JSON object on stdout: key, found, bytes, and the value as text (non-UTF-8
+    /// bytes escaped as `\xNN`; left out with --output).
+    #[arg(long)]
+    pub json: bool,
     /// Consistency level [default: quorum]; --r overrides its R.
     #[arg(long, value_enum)]
     pub consistency: Option<ConsistencyArg>,
@@ -186,6 +200,9 @@ pub struct DeleteArgs {
     /// Count only the key's own replicas toward W (no sloppy quorum).
     #[arg(long)]
     pub strict: bool,
+    /// Print the outcome as one JSON object on stdout (messages and exit codes as without it).
+    #[arg(long)]
+    pub json: bool,
     /// Consistency level [default: quorum]; --w overrides its W.
     #[arg(long, value_enum)]
     pub consistency: Option<ConsistencyArg>,

@@ -32,7 +32,7 @@ pub async fn run(args: DumpArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Bytes as a JSON string: as they are when UTF-8, with non-UTF-8 bytes escaped (`\xNN`).
-fn text(bytes: &[u8]) -> String {
+pub fn text(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(text) => text.to_string(),
         Err(_) => bytes.escape_ascii().to_string(),

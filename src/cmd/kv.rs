@@ -1,9 +1,12 @@
 //! `put`, `get`, `delete` and `inspect`.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::path::Path;
 use std::process::ExitCode;
 
-use dynakv_client::{ReadOptions, WriteOptions};
+use anyhow::Context;
+use bytes::Bytes;
+use dynakv_client::{ClientError, ReadOptions, WriteOptions, WriteOutcome, Written};
 use dynakv_core::{Record, now_ms};
 
 use crate::cli::{DeleteArgs, GetArgs, InspectArgs, PutArgs};
@@ -15,14 +18,78 @@ pub async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.batch {
         return super::batch::put_file(&client, file, args.ttl, options).await;
     }
-    let (key, value) = args.key.zip(args.value).expect("clap requires key and value");
+    let key = args.key.expect("clap requires a key");
+    let value = match (&args.value_file, args.value) {
+        (Some(path), _) => read_value(path, client.ring().config().limits.max_value_bytes)?,
+        (None, value) => Bytes::from(value.expect("clap requires a value")),
+    };
     let result = match args.ttl {
-        Some(ttl) => client.put_ttl_with(key, value, ttl, options).await,
-        None => client.put_with(key, value, options).await,
+        Some(ttl) => client.put_ttl_with(key.clone(), value, ttl, options).await,
+        None => client.put_with(key.clone(), value, options).await,
     };
     client.settle().await;
+    report_write(&key, result, "ok", args.json)
+}
+
+/// Reads a value from `path` (`-`: stdin), refusing one longer than `max` bytes without reading
+/// all of it.
+fn read_value(path: &Path, max: usize) -> anyhow::Result<Bytes> {
+    let source: Box<dyn Read> = if path == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot read value file {}", path.display()))?;
+        Box::new(file)
+    };
+    let mut value = Vec::new();
+    source
+        .take(max as u64 + 1)
+        .read_to_end(&mut value)
+        .with_context(|| format!("cannot read value file {}", path.display()))?;
+    if value.len() > max {
+        anyhow::bail!(
+            "invalid input: value in {} is more than the {max}-byte limit \
+             (limits.max_value_bytes); nothing was sent",
+            path.display()
+        );
+    }
+    Ok(Bytes::from(value))
+}
+
+/// Reports a put or delete as [`super::write_done`] and [`super::write_failed`] do, and with
+/// `json` also as one JSON object on stdout.
+fn report_write(
+    key: &str,
+    result: Result<Written, ClientError>,
+    done: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        let doc = match &result {
+            Ok(written) => {
+                let mut doc = serde_json::json!({
+                    "key": key, "ok": true, "version": written.version.to_string(),
+                    "outcome": "applied",
+                });
+                if let WriteOutcome::Superseded { by } = written.outcome {
+                    doc["outcome"] = "superseded".into();
+                    doc["superseded_by"] = by.to_string().into();
+                }
+                doc
+            }
+            Err(e) => serde_json::json!({
+                "key": key, "ok": false, "error": e.to_string(),
+                "outcome": match e.write_outcome() {
+                    Some(WriteOutcome::Unknown) => Some("unknown"),
+                    Some(WriteOutcome::NotApplied) => Some("not_applied"),
+                    _ => None,
+                },
+            }),
+        };
+        println!("{doc}");
+    }
     match result {
-        Ok(written) => Ok(super::write_done(written, "ok")),
+        Ok(written) => Ok(super::write_done(written, done)),
         Err(e) => super::write_failed(e),
     }
 }
@@ -30,14 +97,40 @@ pub async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
 pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(&args.ring)?;
     let options = ReadOptions { r: args.r, consistency: args.consistency.map(Into::into) };
-    let result = client.get_with(args.key, options).await;
+    let result = client.get_with(args.key.clone(), options).await;
     // Let read repair finish before the process exits.
     client.settle().await;
-    match result? {
+    let value = match result {
+        Ok(value) => value,
+        Err(e) => {
+            if args.json {
+                println!("{}", serde_json::json!({ "key": args.key, "error": e.to_string() }));
+            }
+            return Err(e.into());
+        }
+    };
+    if let (Some(path), Some(value)) = (&args.output, &value) {
+        std::fs::write(path, value)
+            .with_context(|| format!("cannot write the value to {}", path.display()))?;
+    }
+    if args.json {
+        let mut doc = serde_json::json!({ "key": args.key, "found": value.is_some() });
+        if let Some(value) = &value {
+            doc["bytes"] = value.len().into();
+            match &args.output {
+                Some(path) => doc["output"] = path.display().to_string().into(),
+                None => doc["value"] = super::dump::text(value).into(),
+            }
+        }
+        println!("{doc}");
+    }
+    match value {
         Some(value) => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&value)?;
-            out.write_all(b"\n")?;
+            if !args.json && args.output.is_none() {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&value)?;
+                out.write_all(b"\n")?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         None => {
@@ -51,12 +144,9 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(&args.ring)?;
     let consistency = args.consistency.map(Into::into);
     let options = WriteOptions { w: args.w, strict: args.strict, consistency };
-    let result = client.delete_with(args.key, options).await;
+    let result = client.delete_with(args.key.clone(), options).await;
     client.settle().await;
-    match result {
-        Ok(written) => Ok(super::write_done(written, "deleted")),
-        Err(e) => super::write_failed(e),
-    }
+    report_write(&args.key, result, "deleted", args.json)
 }
 
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {

@@ -5,13 +5,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use dynakv_client::WriteOptions;
-use dynakv_ring::Ring;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{NodeProcess, client_for, free_addr, ring_text, wait_until_up};
+use crate::support::{NodeProcess, client_for, ring_file_with_metrics, wait_until_up};
 
 /// The body of `GET /metrics` at `addr`.
-async fn scrape(addr: SocketAddr) -> String {
+pub async fn scrape(addr: SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to /metrics");
     stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: dynakv\r\n\r\n").await.unwrap();
     let mut response = String::new();
@@ -23,7 +22,7 @@ async fn scrape(addr: SocketAddr) -> String {
 }
 
 /// The sum of the samples of `name` whose labels include every one of `labels`.
-fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     body.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
@@ -39,18 +38,7 @@ fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_by_what_the_traffic_did() {
     let dir = tempfile::tempdir().unwrap();
-    let addrs: Vec<_> = (0..3).map(|_| free_addr()).collect();
-    let metrics: Vec<_> = (0..3).map(|_| free_addr()).collect();
-    let mut text = ring_text(&addrs, 3, 2, 2);
-    for (addr, at) in addrs.iter().zip(&metrics) {
-        text = text.replace(
-            &format!("addr = \"{addr}\"\n"),
-            &format!("addr = \"{addr}\"\nmetrics_addr = \"{at}\"\n"),
-        );
-    }
-    let ring_path = dir.path().join("ring.toml");
-    std::fs::write(&ring_path, &text).unwrap();
-    let ring = Ring::load(&ring_path).unwrap();
+    let (ring_path, ring, metrics) = ring_file_with_metrics(dir.path(), 3, 3, 2, 2);
     let start = |i: usize| {
         NodeProcess::start(&ring_path, &format!("n{}", i + 1), &dir.path().join(format!("n{i}")))
     };

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::cluster_time;
 use crate::error::{ClientError, Op, ReplicaError, WriteOutcome, Written};
@@ -321,8 +322,14 @@ impl Client {
         late: Late,
     ) -> Result<WriteOutcome, ClientError> {
         let strict = strict || self.shared.options.strict_quorum;
+        let op = if record.is_tombstone() { "delete" } else { "put" };
+        let span = crate::spans::operation(op, &key, w, &self.shared.topology().ring);
         let write = || quorum::write(&self.shared, key.clone(), record.clone(), w, strict, late);
-        Ok(retry::retrying(&self.shared.options, || self.refresh_stale(), write).await?)
+        let result = retry::retrying(&self.shared.options, || self.refresh_stale(), write)
+            .instrument(span.clone())
+            .await;
+        span.in_scope(|| crate::spans::done(&result));
+        Ok(result?)
     }
 
     /// Deletes `key` (writes a tombstone) with the default W; returns the delete's version and
@@ -392,8 +399,13 @@ impl Client {
         r: usize,
         late: Late,
     ) -> Result<Option<Record>, ClientError> {
+        let span = crate::spans::operation("get", &key, r, &self.shared.topology().ring);
         let read = || quorum::read(&self.shared, key.clone(), r, late);
-        Ok(retry::retrying(&self.shared.options, || self.refresh_stale(), read).await?)
+        let result = retry::retrying(&self.shared.options, || self.refresh_stale(), read)
+            .instrument(span.clone())
+            .await;
+        span.in_scope(|| crate::spans::done(&result));
+        Ok(result?)
     }
 
     /// After a stale-ring refusal: fetches the newer ring; true when the live ring changed.

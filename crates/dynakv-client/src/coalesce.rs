@@ -250,6 +250,7 @@ impl Link {
 
     /// Sends `batch` as one RPC and answers each of its operations.
     async fn send_batch(&self, batch: Vec<Queued>) {
+        crate::metrics::batch_sent(batch.len());
         if batch.len() == 1 {
             let Queued { op, reply, .. } = batch.into_iter().next().expect("one operation");
             let result = self.send_one(op).await;

@@ -57,6 +57,9 @@
 //!   shows a newer ring version; single-flight ring refreshes.
 //! - [`membership`]: ring changes ([`Client::change_ring`]), live ring fetches and the
 //!   progress of moving ranges ([`Client::move_status`]).
+//! - [`metrics`]: what the client counts (quorum latency, replica failures, stand-ins, read
+//!   repairs, batch sizes), through the `metrics` facade.
+//! - `spans`: a tracing span per operation (op, key token, ring version, quorum numbers).
 //! - [`error`]: [`ClientError`], [`QuorumError`] and [`ReplicaError`], carrying the numbers.
 
 #![warn(missing_docs)]
@@ -69,11 +72,13 @@ pub mod consistency;
 pub mod error;
 pub mod linearizable;
 pub mod membership;
+pub mod metrics;
 pub mod options;
 pub mod quorum;
 pub mod repair;
 pub mod replica;
 pub mod retry;
+mod spans;
 mod topology;
 
 pub use batch::{BatchPut, ReadResults, WriteResults};

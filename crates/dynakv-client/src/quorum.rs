@@ -208,6 +208,7 @@ pub(crate) async fn write(
     late: Late,
 ) -> Result<WriteOutcome, QuorumError> {
     let topology = shared.topology();
+    let started = std::time::Instant::now();
     let token = key_token(&key);
     let sets = WriteSets::new(topology.ring.write_sets(token));
     let (sends, spare, failures) = plan_write(&topology, token, &sets, w, strict);
@@ -228,6 +229,7 @@ pub(crate) async fn write(
         round.send(send, true);
     }
     while !round.sets.met(&round.acks, w, strict) && round.next().await {}
+    crate::metrics::quorum(Op::Write, started, round.sets.met(&round.acks, w, strict));
     let outcome = match round.newer {
         Some(by) => WriteOutcome::Superseded { by },
         None => WriteOutcome::Applied,
@@ -277,6 +279,9 @@ impl WriteRound {
     fn send(&mut self, (node, hint_for): Send, counts: bool) {
         let topology = self.topology.clone();
         let (key, record) = (self.key.clone(), self.record.clone());
+        if hint_for.is_some() {
+            crate::metrics::stand_in(self.sets.union.contains(&node));
+        }
         self.calls.push(Box::pin(async move {
             let owner =
                 hint_for.map(|owner| topology.replicas[owner].id.clone()).unwrap_or_default();
@@ -357,6 +362,7 @@ pub(crate) async fn read_agreeing(
     late: Late,
 ) -> Result<(Option<Record>, usize), QuorumError> {
     let topology = shared.topology();
+    let started = std::time::Instant::now();
     let replicas = topology.ring.preference_list(key_token(&key));
     let (targets, mut failures) = targets(&topology, &replicas, r);
     let mut calls: Pending<Option<Record>> = targets
@@ -379,6 +385,7 @@ pub(crate) async fn read_agreeing(
             None => break,
         }
     }
+    crate::metrics::quorum(Op::Read, started, replies.len() >= r);
     if replies.len() < r {
         if !calls.is_empty() {
             let drain = async move { while calls.next().await.is_some() {} };

@@ -34,6 +34,7 @@ pub(crate) async fn after_read(
     }
     let Ok(permit) = shared.repairs.clone().try_acquire_owned() else {
         tracing::debug!("read repair skipped: too many in flight");
+        crate::metrics::repair_skipped();
         shared.background.spawn(async move { while pending.next().await.is_some() {} });
         return;
     };
@@ -65,7 +66,9 @@ async fn repair(
             let (replica, key, best) = (&topology.replicas[node], key.clone(), best.clone());
             let version = topology.version();
             async move {
-                if let Err(e) = replica.write(key, best, version).await {
+                let result = replica.write(key, best, version).await;
+                crate::metrics::repair_sent(result.is_ok());
+                if let Err(e) = result {
                     tracing::debug!(node = %replica.id, error = %e, "read repair failed");
                 }
             }

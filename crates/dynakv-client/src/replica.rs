@@ -257,6 +257,9 @@ impl Replica {
         if let Err(ReplicaError::StaleRing { ring_version }) = &result {
             self.saw_ring(*ring_version);
         }
+        if let Err(e) = &result {
+            crate::metrics::replica_failed(&self.id, e);
+        }
         match &result {
             Ok(_) => self.health.record_success(started.elapsed()),
             Err(e) if e.counts_against_health() => self.health.record_failure(),

@@ -18,7 +18,10 @@
 //! - [`anti_entropy`]: Merkle-digest comparison with co-replicas, repair, tombstone collection.
 //! - [`sweep`]: the TTL sweep, rewriting expired records as tombstones of the same version.
 //! - [`disk`]: the disk watch: the free-space reserve, and recovery of failed storage in place.
+//! - [`spans`]: a tracing span per request served (rpc, node id, ring version, key token).
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//! - [`dashboard`]: the live dashboard page on the metrics address, and the `/api/cluster` view
+//!   it polls, gathered from the peers.
 //! - [`dump`]: the `Dump` stream of a node's records for operators, paged out of storage.
 //! - [`error`]: [`NodeError`], why a node could not start.
 
@@ -26,6 +29,7 @@
 
 pub mod anti_entropy;
 pub mod config;
+pub mod dashboard;
 pub mod disk;
 pub mod dump;
 pub mod error;
@@ -35,6 +39,7 @@ pub mod metrics;
 pub mod peers;
 pub mod server;
 pub mod service;
+pub mod spans;
 pub mod sweep;
 pub mod topology;
 

@@ -63,12 +63,14 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// Serves `GET /metrics` on `listener` until the node stops.
+/// Serves `GET /metrics` and the dashboard on `listener` until the node stops.
 pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
     recorder();
     let stopping = state.stopping.clone();
-    let app =
-        axum::Router::new().route("/metrics", axum::routing::get(move || scrape(state.clone())));
+    let dashboard = crate::dashboard::routes(state.clone());
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(move || scrape(state.clone())))
+        .merge(dashboard);
     if let Err(e) =
         axum::serve(listener, app).with_graceful_shutdown(stopping.cancelled_owned()).await
     {

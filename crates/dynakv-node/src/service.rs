@@ -339,14 +339,26 @@ impl NodeState {
 }
 
 impl ReplicaService {
-    /// Runs one RPC's handler and counts it: outcome code and latency.
+    /// Runs one RPC's handler in its span and counts it: outcome code and latency.
     async fn counted<T>(
         &self,
         rpc: &'static str,
         handler: impl Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
+        self.counted_key(rpc, None, handler).await
+    }
+
+    /// [`Self::counted`] for a request about one key, whose token the span carries.
+    async fn counted_key<T>(
+        &self,
+        rpc: &'static str,
+        key: Option<&[u8]>,
+        handler: impl Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let span = crate::spans::request(&self.state, rpc, key);
         let started = Instant::now();
-        let result = handler.await;
+        let result = tracing::Instrument::instrument(handler, span.clone()).await;
+        span.in_scope(|| crate::spans::served(&result));
         metrics::request(&self.state.label, rpc, started, &result);
         result.map(Response::new)
     }
@@ -359,7 +371,9 @@ impl Replica for ReplicaService {
         request: Request<v1::ReadRequest>,
     ) -> Result<Response<v1::ReadResponse>, Status> {
         self.state.delay().await;
-        self.counted("read", self.state.read(request.into_inner())).await
+        let request = request.into_inner();
+        let key = request.key.clone();
+        self.counted_key("read", Some(&key), self.state.read(request)).await
     }
 
     async fn write(
@@ -367,7 +381,9 @@ impl Replica for ReplicaService {
         request: Request<v1::WriteRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
         self.state.delay().await;
-        self.counted("write", self.state.write(request.into_inner())).await
+        let request = request.into_inner();
+        let key = request.key.clone();
+        self.counted_key("write", Some(&key), self.state.write(request)).await
     }
 
     async fn batch(

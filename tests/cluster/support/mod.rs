@@ -2,6 +2,7 @@
 //! with its own fjall directory and a fault-injecting proxy in front (the address in the ring),
 //! stoppable and restartable on the same address.
 
+pub mod browser;
 pub mod proxy;
 
 pub use proxy::{Fault, Proxy};
@@ -45,6 +46,31 @@ pub fn ring_text_with(addrs: &[SocketAddr], n: usize, r: usize, w: usize, extra:
 /// Ring file text for nodes at `addrs`, with the given replication settings and [`QUIET`] extras.
 pub fn ring_text(addrs: &[SocketAddr], n: usize, r: usize, w: usize) -> String {
     ring_text_with(addrs, n, r, w, QUIET)
+}
+
+/// Writes `dir/ring.toml` for `nodes` nodes on free loopback ports, each with a metrics address
+/// of its own (also free), for tests that run real node processes; returns the ring file's path,
+/// the ring and the metrics addresses.
+pub fn ring_file_with_metrics(
+    dir: &Path,
+    nodes: usize,
+    n: usize,
+    r: usize,
+    w: usize,
+) -> (PathBuf, Ring, Vec<SocketAddr>) {
+    let addrs: Vec<_> = (0..nodes).map(|_| free_addr()).collect();
+    let metrics: Vec<_> = (0..nodes).map(|_| free_addr()).collect();
+    let mut text = ring_text(&addrs, n, r, w);
+    for (addr, at) in addrs.iter().zip(&metrics) {
+        text = text.replace(
+            &format!("addr = \"{addr}\"\n"),
+            &format!("addr = \"{addr}\"\nmetrics_addr = \"{at}\"\n"),
+        );
+    }
+    let path = dir.join("ring.toml");
+    std::fs::write(&path, &text).unwrap();
+    let ring = Ring::load(&path).expect("valid test ring");
+    (path, ring, metrics)
 }
 
 /// A free loopback port, found by binding port 0 and letting it go.
@@ -296,15 +322,33 @@ impl NodeProcess {
 
     /// Starts `dynakv node --ring <ring> --id <id> --data-dir <dir>` with more arguments.
     pub fn start_with(ring: &Path, id: &str, data_dir: &Path, more: &[&str]) -> NodeProcess {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_dynakv"))
-            .args(["node", "--ring"])
-            .arg(ring)
-            .args(["--id", id, "--data-dir"])
-            .arg(data_dir)
-            .args(more)
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("spawn dynakv node");
+        NodeProcess::spawn(ring, id, data_dir, |command| command.args(more).env("RUST_LOG", "warn"))
+    }
+
+    /// Starts a node as [`start`](Self::start) does, logging JSON lines filtered by `rust_log`
+    /// to the file `log`.
+    pub fn start_logging(
+        ring: &Path,
+        id: &str,
+        data_dir: &Path,
+        rust_log: &str,
+        log: &Path,
+    ) -> NodeProcess {
+        let file = std::fs::File::create(log).expect("log file");
+        NodeProcess::spawn(ring, id, data_dir, |command| {
+            command.args(["--log-format", "json"]).env("RUST_LOG", rust_log).stderr(file)
+        })
+    }
+
+    fn spawn(
+        ring: &Path,
+        id: &str,
+        data_dir: &Path,
+        configure: impl FnOnce(&mut std::process::Command) -> &mut std::process::Command,
+    ) -> NodeProcess {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dynakv"));
+        command.args(["node", "--ring"]).arg(ring).args(["--id", id, "--data-dir"]).arg(data_dir);
+        let child = configure(&mut command).spawn().expect("spawn dynakv node");
         NodeProcess { child }
     }
 
