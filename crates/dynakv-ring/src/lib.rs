@@ -27,7 +27,7 @@ pub mod ring;
 
 pub use config::{
     ClockSettings, Limits, NodeSpec, Replication, RingConfig, StorageSettings, SyncPolicy,
-    Timeouts, TtlSettings,
+    Timeouts, TlsSettings, TtlSettings,
 };
 pub use error::{PlanError, RingError};
 pub use node_state::NodeState;
