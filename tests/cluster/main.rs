@@ -26,5 +26,6 @@ mod repair;
 mod retries;
 mod ring_cli;
 mod round_trips;
+mod tls;
 mod tombstones;
 mod ttl;

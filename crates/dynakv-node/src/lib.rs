@@ -9,6 +9,7 @@
 //! - [`server`]: [`Node::serve`], opening storage, running the gRPC server, stopping cleanly.
 //! - [`service`]: the `dynakv.v1.Replica` gRPC service: validation, routing checks, hints, the store.
 //! - [`peers`]: node-to-node channels with deadlines and peer health.
+//! - [`auth`]: which certificate role each RPC needs, checked in one place.
 //! - [`handoff`]: delivery of hints to their owners once they answer again.
 //! - [`anti_entropy`]: Merkle-digest comparison with co-replicas, repair, tombstone collection.
 //! - [`sweep`]: the TTL sweep, rewriting expired records as tombstones of the same version.
@@ -20,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod anti_entropy;
+pub mod auth;
 pub mod config;
 pub mod disk;
 pub mod dump;

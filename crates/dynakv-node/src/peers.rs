@@ -18,7 +18,7 @@ use dynakv_proto::v1::{self, batch_op::Op, batch_result::Result as Outcome};
 use dynakv_ring::{NodeIndex, Ring};
 use prost::Message;
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Down after one failed call; tried again after 200 ms, doubling up to 5 s, so a recovered
 /// peer is noticed within seconds.
@@ -222,9 +222,10 @@ impl Peers {
         ring: &Ring,
         me: NodeIndex,
         max_message: usize,
-    ) -> Result<Self, tonic::transport::Error> {
+    ) -> Result<Self, crate::NodeError> {
         let timeouts = ring.config().timeouts;
         let request_timeout = Duration::from_millis(timeouts.request_ms);
+        let caller = dynakv_tls::Caller::Node(ring.nodes()[me].id.clone());
         let peers = ring
             .nodes()
             .iter()
@@ -233,7 +234,7 @@ impl Peers {
                 if i == me {
                     return Ok(None);
                 }
-                let endpoint = Endpoint::from_shared(format!("http://{}", node.addr))?
+                let endpoint = dynakv_tls::endpoint(node, ring.config().tls.as_ref(), &caller)?
                     .connect_timeout(Duration::from_millis(timeouts.connect_ms))
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(10))
@@ -250,7 +251,7 @@ impl Peers {
                     max_message,
                 }))
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, dynakv_tls::TlsError>>()?;
         Ok(Peers { peers })
     }
 

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::anti_entropy::{self, Span};
+use crate::auth::{self, Access};
 use crate::peers::Peers;
 use crate::{handoff, metrics};
 
@@ -316,6 +317,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::ReadRequest>,
     ) -> Result<Response<v1::ReadResponse>, Status> {
+        auth::require(&request, "read", Access::Data)?;
         self.state.delay().await;
         self.counted("read", self.state.read(request.into_inner())).await
     }
@@ -324,6 +326,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::WriteRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
+        auth::require(&request, "write", Access::Data)?;
         self.state.delay().await;
         self.counted("write", self.state.write(request.into_inner())).await
     }
@@ -332,14 +335,16 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::BatchRequest>,
     ) -> Result<Response<v1::BatchResponse>, Status> {
+        auth::require(&request, "batch", Access::Data)?;
         self.state.delay().await;
         self.counted("batch", self.state.batch(request.into_inner())).await
     }
 
     async fn health(
         &self,
-        _request: Request<v1::HealthRequest>,
+        request: Request<v1::HealthRequest>,
     ) -> Result<Response<v1::HealthResponse>, Status> {
+        auth::require(&request, "health", Access::Data)?;
         self.counted("health", async { Ok(self.state.health()) }).await
     }
 
@@ -347,6 +352,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::DigestRequest>,
     ) -> Result<Response<v1::DigestResponse>, Status> {
+        auth::require(&request, "digest", Access::Peer)?;
         self.counted("digest", self.state.digest(request.into_inner())).await
     }
 
@@ -354,13 +360,15 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::VersionsRequest>,
     ) -> Result<Response<v1::VersionsResponse>, Status> {
+        auth::require(&request, "versions", Access::Peer)?;
         self.counted("versions", self.state.versions(request.into_inner())).await
     }
 
     async fn repair(
         &self,
-        _request: Request<v1::RepairRequest>,
+        request: Request<v1::RepairRequest>,
     ) -> Result<Response<v1::RepairReport>, Status> {
+        auth::require(&request, "repair", Access::Admin)?;
         let round = async {
             let report = anti_entropy::round(&self.state).await.map_err(storage_status)?;
             Ok(report.into())
@@ -372,13 +380,15 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::HintSpansRequest>,
     ) -> Result<Response<v1::HintSpansResponse>, Status> {
+        auth::require(&request, "hint_spans", Access::Peer)?;
         self.counted("hint_spans", self.state.hint_spans(request.into_inner())).await
     }
 
     async fn handoff(
         &self,
-        _request: Request<v1::HandoffRequest>,
+        request: Request<v1::HandoffRequest>,
     ) -> Result<Response<v1::HandoffReport>, Status> {
+        auth::require(&request, "handoff", Access::Admin)?;
         let pass = async {
             let report = handoff::deliver(&self.state, true).await.map_err(storage_status)?;
             Ok(report.into())
@@ -392,6 +402,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::DumpRequest>,
     ) -> Result<Response<Self::DumpStream>, Status> {
+        auth::require(&request, "dump", Access::Admin)?;
         Ok(Response::new(dump::start(&self.state, request.into_inner())))
     }
 }
