@@ -12,6 +12,8 @@
 //! - `cmd::repair`: `dynakv repair` and `dynakv handoff`, one anti-entropy round or hint delivery
 //!   pass on demand.
 //! - `cmd::bench`: `dynakv bench` and `dynakv bench sweep`, load generation and latency charts.
+//! - `cmd::certs`: `dynakv certs init`, a cluster CA and every certificate of a ring, and the
+//!   `[tls]` table that names them.
 //! - `cli`: argument definitions shared by the commands.
 
 mod cli;
@@ -21,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, LogFormat, RingCommand};
+use crate::cli::{CertsCommand, Cli, Command, LogFormat, RingCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
             Command::Ring(RingCommand::Show(args)) => cmd::ring::show(args).await,
             Command::Ring(RingCommand::Plan(change)) => cmd::ring::plan(change),
             Command::Bench(args) => cmd::bench::run(*args).await,
+            Command::Certs(CertsCommand::Init(args)) => cmd::certs::init(args),
         }
     });
     match outcome {

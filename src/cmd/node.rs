@@ -26,6 +26,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let mut config = NodeConfig::new(Arc::new(ring), args.id, storage);
     config.inject_delay_ms = args.inject_delay_ms;
+    config.insecure = args.insecure;
     config.metrics_addr = config.ring.nodes()[index].metrics_addr();
     Node::serve(listener, config, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

@@ -17,8 +17,8 @@ use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::support::{
-    PATIENCE, QUIET, TEST_REQUEST_TIMEOUT, TestCluster, eventually, ring_text_with, spawn_node,
-    wait_until_up,
+    NodeProcess, PATIENCE, QUIET, TEST_REQUEST_TIMEOUT, TestCluster, dynakv, eventually,
+    free_addr, ring_text, ring_text_with, spawn_node, text, wait_until_up,
 };
 
 /// Hints stay where they are unless a test hands them off: it sees only the repairs it causes.
@@ -102,7 +102,6 @@ async fn callers_without_a_certificate_or_from_another_ca_are_refused() {
     let error = intruder.put("k", "v").await.unwrap_err().to_string();
     assert!(error.contains("TLS refused: the node refused this client's certificate"), "{error}");
     assert!(!error.contains("outcome unknown"), "{error}");
-    eprintln!("FOREIGN: {error}");
     assert!(intruder.get("k").await.is_err());
 
     // A plaintext client (no [tls] table) gets nothing from a TLS node either.
@@ -222,4 +221,61 @@ async fn wait_until_first_two_up(client: &Client) {
         client.node_statuses().await.iter().take(2).all(|s| s.reply.is_ok())
     })
     .await;
+}
+
+#[tokio::test]
+async fn certs_init_then_put_and_get_through_the_ring_files_tls_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring_path = dir.path().join("ring.toml");
+    let addrs: Vec<_> = (0..3).map(|_| free_addr()).collect();
+    std::fs::write(&ring_path, ring_text(&addrs, 3, 2, 2)).unwrap();
+    let out = dir.path().join("certs");
+    let init = dynakv(&["certs", "init", "--out", out.to_str().unwrap()], &ring_path).await;
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let ring = Ring::load(&ring_path).expect("the ring file with its [tls] table");
+    assert!(ring.config().tls.is_some());
+    let again = dynakv(&["certs", "init", "--out", out.to_str().unwrap()], &ring_path).await;
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again.stderr).contains("already has a [tls] table"), "{}", text(&again.stderr));
+
+    let _nodes: Vec<_> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| NodeProcess::start(&ring_path, id, &dir.path().join(id)))
+        .collect();
+    let client = client_as(&ring, Caller::Client);
+    wait_until_up(&client).await;
+    let put = dynakv(&["put", "greeting", "hello"], &ring_path).await;
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let get = dynakv(&["get", "greeting"], &ring_path).await;
+    assert!(get.status.success(), "{}", text(&get.stderr));
+    assert_eq!(text(&get.stdout).trim(), "hello");
+    // Admin commands present the admin certificate the table names.
+    let dump = dynakv(&["dump", "--node", "n1"], &ring_path).await;
+    assert!(dump.status.success(), "{}", text(&dump.stderr));
+    assert!(text(&dump.stdout).contains("greeting"), "{}", text(&dump.stdout));
+}
+
+#[tokio::test]
+async fn a_node_refuses_a_non_loopback_address_without_tls_unless_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring_path = dir.path().join("ring.toml");
+    let port = free_addr().port();
+    let addr: std::net::SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
+    std::fs::write(&ring_path, ring_text(&[addr], 1, 1, 1)).unwrap();
+    let refused = dynakv(&["node", "--id", "n1", "--memory"], &ring_path).await;
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains(&format!("refusing to listen on {addr} without TLS")), "{stderr}");
+    assert!(stderr.contains("--insecure"), "{stderr}");
+
+    let mut insecure = std::process::Command::new(env!("CARGO_BIN_EXE_dynakv"))
+        .args(["node", "--id", "n1", "--memory", "--insecure", "--ring"])
+        .arg(&ring_path)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("spawn dynakv node");
+    let ring = Ring::load(&ring_path).unwrap();
+    wait_until_up(&client_as(&ring, Caller::Client)).await;
+    insecure.kill().expect("SIGKILL");
+    insecure.wait().expect("reap");
 }
