@@ -262,7 +262,10 @@ async fn a_node_refuses_a_non_loopback_address_without_tls_unless_insecure() {
     let port = free_addr().port();
     let addr: std::net::SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
     std::fs::write(&ring_path, ring_text(&[addr], 1, 1, 1)).unwrap();
-    let refused = dynakv(&["node", "--id", "n1", "--memory"], &ring_path).await;
+    // Bounded: a node that wrongly starts serving would otherwise hold the test forever.
+    let refused = tokio::time::timeout(PATIENCE, dynakv(&["node", "--id", "n1", "--memory"], &ring_path))
+        .await
+        .expect("the node refuses at once instead of serving");
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
     let stderr = text(&refused.stderr);
     assert!(stderr.contains(&format!("refusing to listen on {addr} without TLS")), "{stderr}");

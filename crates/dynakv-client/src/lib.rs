@@ -27,6 +27,10 @@
 //! [`Client::get_many`] and [`Client::delete_many`], each key through the same quorum rounds as
 //! a single operation (not atomic across keys).
 //!
+//! When the ring file has a `[tls]` table, every channel is mutual TLS against its cluster CA and
+//! presents the client certificate, or the admin's with [`ClientBuilder::caller`]; a refused
+//! handshake is [`ReplicaError::Tls`].
+//!
 //! # Layout
 //! - [`client`]: [`Client`] and its builder: the public operations.
 //! - [`batch`]: `put_many`, `get_many`, `delete_many`: every key through the single-key rounds,
