@@ -17,8 +17,8 @@ use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::support::{
-    NodeProcess, PATIENCE, QUIET, TEST_REQUEST_TIMEOUT, TestCluster, dynakv, eventually,
-    free_addr, ring_text, ring_text_with, spawn_node, text, wait_until_up,
+    NodeProcess, PATIENCE, QUIET, TEST_REQUEST_TIMEOUT, TestCluster, dynakv, eventually, free_addr,
+    ring_text, ring_text_with, spawn_node, text, wait_until_up,
 };
 
 /// Hints stay where they are unless a test hands them off: it sees only the repairs it causes.
@@ -26,26 +26,36 @@ const NO_HANDOFF: &str = "[hints]\ninterval_ms = 3600000\n";
 
 /// A CA and certificates for nodes n1..n3 serving on 127.0.0.1 (any port), a client and an admin.
 fn issue_certs(dir: &Path) -> TlsSettings {
-    let addrs: Vec<_> = (1..=3).map(|i| format!("127.0.0.1:{}", 7400 + i).parse().unwrap()).collect();
+    let addrs: Vec<_> =
+        (1..=3).map(|i| format!("127.0.0.1:{}", 7400 + i).parse().unwrap()).collect();
     let ring = Ring::parse(&ring_text_with(&addrs, 3, 2, 2, QUIET)).unwrap();
     issue::init(&ring, dir).expect("issue certificates")
 }
 
 /// A client of `ring` presenting `caller`'s certificate, with test deadlines.
 fn client_as(ring: &Ring, caller: Caller) -> Client {
-    let options = ClientOptions { request_timeout: TEST_REQUEST_TIMEOUT, ..ClientOptions::from_ring(ring) };
+    let options =
+        ClientOptions { request_timeout: TEST_REQUEST_TIMEOUT, ..ClientOptions::from_ring(ring) };
     Client::builder(ring.clone()).options(options).caller(caller).build().expect("client")
 }
 
 /// A raw gRPC channel to `addr` that trusts `ca` and presents `identity` (none: no certificate).
-async fn raw(addr: std::net::SocketAddr, ca: &Path, identity: Option<(PathBuf, PathBuf)>) -> ReplicaClient<Channel> {
+async fn raw(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+    identity: Option<(PathBuf, PathBuf)>,
+) -> ReplicaClient<Channel> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()))
         .domain_name(addr.ip().to_string());
     if let Some((cert, key)) = identity {
-        tls = tls.identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()));
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(cert).unwrap(),
+            std::fs::read(key).unwrap(),
+        ));
     }
-    let endpoint = Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap();
+    let endpoint =
+        Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap();
     ReplicaClient::new(endpoint.connect().await.expect("TLS handshake"))
 }
 
@@ -91,7 +101,10 @@ async fn callers_without_a_certificate_or_from_another_ca_are_refused() {
     let mut anonymous = raw(n1, &tls.ca_path(), None).await;
     let refused = anonymous.read(v1::ReadRequest { key: Bytes::from("k") }).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
-    assert!(refused.message().contains("requires a client certificate signed by the cluster CA"), "{refused:?}");
+    assert!(
+        refused.message().contains("requires a client certificate signed by the cluster CA"),
+        "{refused:?}"
+    );
 
     // A client whose certificate another CA signed (it trusts the cluster's CA, which is public).
     let other = tempfile::tempdir().unwrap();
@@ -125,17 +138,27 @@ async fn only_admins_dump_repair_and_hand_off_and_only_nodes_make_peer_calls() {
     let denied = |error: ClientError| {
         let text = error.to_string();
         assert!(
-            matches!(&error, ClientError::Node { cause: ReplicaError::Rejected { code: tonic::Code::PermissionDenied, .. }, .. }),
+            matches!(
+                &error,
+                ClientError::Node {
+                    cause: ReplicaError::Rejected { code: tonic::Code::PermissionDenied, .. },
+                    ..
+                }
+            ),
             "{text}"
         );
-        assert!(text.contains("needs an admin certificate; this caller's certificate has role client"), "{text}");
+        assert!(
+            text.contains("needs an admin certificate; this caller's certificate has role client"),
+            "{text}"
+        );
     };
     denied(client.dump("n1", Bytes::new(), None).await.err().expect("dump refused"));
     denied(client.repair("n1", PATIENCE).await.unwrap_err());
     denied(client.hand_off("n1", PATIENCE).await.unwrap_err());
 
     let admin = client_as(&cluster.ring, Caller::Admin);
-    let dumped: Vec<_> = admin.dump("n1", Bytes::new(), None).await.expect("admin dumps").collect().await;
+    let dumped: Vec<_> =
+        admin.dump("n1", Bytes::new(), None).await.expect("admin dumps").collect().await;
     assert_eq!(dumped.len(), 1);
     admin.repair("n1", PATIENCE).await.expect("admin repairs");
     admin.hand_off("n1", PATIENCE).await.expect("admin hands off");
@@ -146,10 +169,17 @@ async fn only_admins_dump_repair_and_hand_off_and_only_nodes_make_peer_calls() {
         let mut raw = raw(n1, &tls.ca_path(), files).await;
         let status = raw.digest(v1::DigestRequest { spans: Vec::new() }).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
-        assert!(status.message().contains(&format!("needs a node certificate; this caller's certificate has role {role}")), "{status:?}");
+        assert!(
+            status.message().contains(&format!(
+                "needs a node certificate; this caller's certificate has role {role}"
+            )),
+            "{status:?}"
+        );
     }
     let mut peer = raw(n1, &tls.ca_path(), tls.node_files("n2")).await;
-    peer.digest(v1::DigestRequest { spans: Vec::new() }).await.expect("a node certificate makes peer calls");
+    peer.digest(v1::DigestRequest { spans: Vec::new() })
+        .await
+        .expect("a node certificate makes peer calls");
     cluster.shutdown().await;
 }
 
@@ -172,7 +202,8 @@ async fn a_node_from_another_ca_can_neither_hand_off_hints_nor_serve_as_a_peer()
         listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
     }
     let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-    let text = format!("{}\n{}", ring_text_with(&addrs, 3, 2, 2, NO_HANDOFF), issue::tls_table(&tls));
+    let text =
+        format!("{}\n{}", ring_text_with(&addrs, 3, 2, 2, NO_HANDOFF), issue::tls_table(&tls));
     let ring = Ring::parse(&text).unwrap();
     let mut rogue_config = ring.config().clone();
     rogue_config.tls = Some(rogue_tls);
@@ -186,11 +217,20 @@ async fn a_node_from_another_ca_can_neither_hand_off_hints_nor_serve_as_a_peer()
 
     // The rogue n3 holds a write and a hint of it for n1.
     let mut to_rogue = raw(addrs[2], &both, foreign.client_files()).await;
-    let record = Record::value(Version::new(Timestamp::from_millis(dynakv_core::now_ms()), 7), Bytes::from("forged"));
-    let write = v1::WriteRequest { key: Bytes::from("planted"), record: Some(record.into()), hint_for: "n1".into() };
+    let record = Record::value(
+        Version::new(Timestamp::from_millis(dynakv_core::now_ms()), 7),
+        Bytes::from("forged"),
+    );
+    let write = v1::WriteRequest {
+        key: Bytes::from("planted"),
+        record: Some(record.into()),
+        hint_for: "n1".into(),
+    };
     to_rogue.write(write).await.expect("the rogue takes its own write");
     let rogue_admin = client_as(&rogue_ring, Caller::Admin);
-    let held = |statuses: Vec<dynakv_client::NodeStatus>| statuses[2].reply.as_ref().map(|r| r.hints).unwrap_or(0);
+    let held = |statuses: Vec<dynakv_client::NodeStatus>| {
+        statuses[2].reply.as_ref().map(|r| r.hints).unwrap_or(0)
+    };
     assert_eq!(held(rogue_admin.node_statuses().await), 1);
 
     // Its hand-off to n1 fails: n1 refuses its certificate, and the hint stays undelivered.
@@ -199,14 +239,33 @@ async fn a_node_from_another_ca_can_neither_hand_off_hints_nor_serve_as_a_peer()
     assert_eq!(report.pending, 1, "{report:?}");
     let admin = client_as(&ring, Caller::Admin);
     wait_until_first_two_up(&admin).await;
-    let n1_holds = admin.inspect("planted").await.unwrap().replicas.into_iter().find(|v| v.node == "n1").unwrap().record;
+    let n1_holds = admin
+        .inspect("planted")
+        .await
+        .unwrap()
+        .replicas
+        .into_iter()
+        .find(|v| v.node == "n1")
+        .unwrap()
+        .record;
     assert!(matches!(n1_holds, Ok(None)), "n1 holds {n1_holds:?}");
 
     // Nor does it serve as a peer: n1's anti-entropy cannot reach it, and takes nothing from it.
     let repair = admin.repair("n1", PATIENCE).await.expect("n1 runs a round");
-    assert!(repair.unreachable.iter().any(|n| n == "n3") || !repair.errors.is_empty(), "{repair:?}");
+    assert!(
+        repair.unreachable.iter().any(|n| n == "n3") || !repair.errors.is_empty(),
+        "{repair:?}"
+    );
     assert_eq!(repair.keys_received, 0, "{repair:?}");
-    let n1_holds = admin.inspect("planted").await.unwrap().replicas.into_iter().find(|v| v.node == "n1").unwrap().record;
+    let n1_holds = admin
+        .inspect("planted")
+        .await
+        .unwrap()
+        .replicas
+        .into_iter()
+        .find(|v| v.node == "n1")
+        .unwrap()
+        .record;
     assert!(matches!(n1_holds, Ok(None)), "n1 holds {n1_holds:?}");
 
     for (stop, task) in nodes {
@@ -263,9 +322,10 @@ async fn a_node_refuses_a_non_loopback_address_without_tls_unless_insecure() {
     let addr: std::net::SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
     std::fs::write(&ring_path, ring_text(&[addr], 1, 1, 1)).unwrap();
     // Bounded: a node that wrongly starts serving would otherwise hold the test forever.
-    let refused = tokio::time::timeout(PATIENCE, dynakv(&["node", "--id", "n1", "--memory"], &ring_path))
-        .await
-        .expect("the node refuses at once instead of serving");
+    let refused =
+        tokio::time::timeout(PATIENCE, dynakv(&["node", "--id", "n1", "--memory"], &ring_path))
+            .await
+            .expect("the node refuses at once instead of serving");
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
     let stderr = text(&refused.stderr);
     assert!(stderr.contains(&format!("refusing to listen on {addr} without TLS")), "{stderr}");

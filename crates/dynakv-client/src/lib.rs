@@ -64,8 +64,8 @@ pub use batch::{BatchPut, ReadResults, WriteResults};
 pub use client::{
     Client, ClientBuilder, DumpedRecord, Inspection, NodeReport, NodeStatus, ReplicaView, Versioned,
 };
-pub use dynakv_tls::Caller;
 pub use dynakv_core::{HandoffReport, HealthPolicy, NodeHealth, RepairReport};
+pub use dynakv_tls::Caller;
 pub use error::{
     ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome, Written,
 };

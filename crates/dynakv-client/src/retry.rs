@@ -108,6 +108,8 @@ mod tests {
             max_attempts,
             backoff_min_delay: Duration::from_millis(1),
             backoff_max_delay: Duration::from_millis(4),
+            tls: None,
+            caller: dynakv_tls::Caller::Client,
         }
     }
 

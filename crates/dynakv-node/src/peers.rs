@@ -218,11 +218,7 @@ pub struct Peers {
 
 impl Peers {
     /// Channels to every node but `me`; they connect on first use.
-    pub fn new(
-        ring: &Ring,
-        me: NodeIndex,
-        max_message: usize,
-    ) -> Result<Self, crate::NodeError> {
+    pub fn new(ring: &Ring, me: NodeIndex, max_message: usize) -> Result<Self, crate::NodeError> {
         let timeouts = ring.config().timeouts;
         let request_timeout = Duration::from_millis(timeouts.request_ms);
         let caller = dynakv_tls::Caller::Node(ring.nodes()[me].id.clone());

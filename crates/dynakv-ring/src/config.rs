@@ -325,7 +325,8 @@ impl TlsSettings {
 
     /// Node `id`'s certificate and key files, resolved; `None` when the table names none.
     pub fn node_files(&self, id: &str) -> Option<(PathBuf, PathBuf)> {
-        let for_id = |p: &PathBuf| self.resolve(Path::new(&p.to_string_lossy().replace("{id}", id)));
+        let for_id =
+            |p: &PathBuf| self.resolve(Path::new(&p.to_string_lossy().replace("{id}", id)));
         Some((for_id(self.node_cert.as_ref()?), for_id(self.node_key.as_ref()?)))
     }
 
@@ -343,8 +344,18 @@ impl TlsSettings {
     fn unpaired(&self) -> Option<(&'static str, &'static str)> {
         [
             ("tls.node_cert", self.node_cert.is_some(), "tls.node_key", self.node_key.is_some()),
-            ("tls.client_cert", self.client_cert.is_some(), "tls.client_key", self.client_key.is_some()),
-            ("tls.admin_cert", self.admin_cert.is_some(), "tls.admin_key", self.admin_key.is_some()),
+            (
+                "tls.client_cert",
+                self.client_cert.is_some(),
+                "tls.client_key",
+                self.client_key.is_some(),
+            ),
+            (
+                "tls.admin_cert",
+                self.admin_cert.is_some(),
+                "tls.admin_key",
+                self.admin_key.is_some(),
+            ),
         ]
         .into_iter()
         .find_map(|(cert, has_cert, key, has_key)| match (has_cert, has_key) {
@@ -549,7 +560,10 @@ mod tests {
         assert!(msg(RingConfig::parse(&two_nodes)).contains("n = 3 but the ring has only 2 nodes"));
         assert!(msg(RingConfig::parse("not toml at all")).contains("malformed ring file"));
         let half_pair = format!("[tls]\nca = \"ca.pem\"\nclient_cert = \"c.pem\"\n{GOOD}");
-        assert!(msg(RingConfig::parse(&half_pair)).contains("sets tls.client_cert but not tls.client_key"));
+        assert!(
+            msg(RingConfig::parse(&half_pair))
+                .contains("sets tls.client_cert but not tls.client_key")
+        );
         let tls_typo = format!("[tls]\nca = \"ca.pem\"\ncert = \"c.pem\"\n{GOOD}");
         assert!(msg(RingConfig::parse(&tls_typo)).contains("unknown field `cert`"));
         let hint_window = format!("{GOOD}\n[hints]\nwindow_ms = 100\n");

@@ -24,11 +24,20 @@ pub enum Caller {
 }
 
 impl Caller {
-    fn files(&self, tls: &TlsSettings) -> Result<(std::path::PathBuf, std::path::PathBuf), TlsError> {
+    fn files(
+        &self,
+        tls: &TlsSettings,
+    ) -> Result<(std::path::PathBuf, std::path::PathBuf), TlsError> {
         let (files, setting, who) = match self {
-            Caller::Client => (tls.client_files(), "client_cert and client_key", "a client".to_string()),
-            Caller::Admin => (tls.admin_files(), "admin_cert and admin_key", "an admin command".to_string()),
-            Caller::Node(id) => (tls.node_files(id), "node_cert and node_key", format!("node {id}")),
+            Caller::Client => {
+                (tls.client_files(), "client_cert and client_key", "a client".to_string())
+            }
+            Caller::Admin => {
+                (tls.admin_files(), "admin_cert and admin_key", "an admin command".to_string())
+            }
+            Caller::Node(id) => {
+                (tls.node_files(id), "node_cert and node_key", format!("node {id}"))
+            }
         };
         files.ok_or(TlsError::NoCertificate { setting, who })
     }

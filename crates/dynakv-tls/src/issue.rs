@@ -66,7 +66,8 @@ pub fn init(ring: &Ring, out: &Path) -> Result<TlsSettings, TlsError> {
     let mut ca_params = CertificateParams::default();
     // A name of its own per CA (from its key), so two clusters' CAs are never mistaken for
     // each other while a chain is built.
-    let tag: String = ca_key.public_key_raw().iter().rev().take(4).map(|b| format!("{b:02x}")).collect();
+    let tag: String =
+        ca_key.public_key_raw().iter().rev().take(4).map(|b| format!("{b:02x}")).collect();
     ca_params.distinguished_name.push(DnType::CommonName, format!("dynakv cluster CA {tag}"));
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];

@@ -36,7 +36,11 @@ pub(crate) fn read_certificates(path: &Path, what: &'static str) -> Result<Vec<u
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
     match certs {
         Ok(certs) if !certs.is_empty() => Ok(pem),
-        Ok(_) => Err(TlsError::Pem { what, path: path.to_path_buf(), reason: "no certificate in it".into() }),
+        Ok(_) => Err(TlsError::Pem {
+            what,
+            path: path.to_path_buf(),
+            reason: "no certificate in it".into(),
+        }),
         Err(e) => Err(TlsError::Pem { what, path: path.to_path_buf(), reason: e.to_string() }),
     }
 }
@@ -46,8 +50,11 @@ pub(crate) fn read_key(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsEr
     use rustls_pki_types::PrivateKeyDer;
     use rustls_pki_types::pem::PemObject;
     let pem = read(path, what)?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| TlsError::Pem { what, path: path.to_path_buf(), reason: e.to_string() })?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
+        what,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     Ok(pem)
 }
 
