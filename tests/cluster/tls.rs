@@ -239,16 +239,7 @@ async fn a_node_from_another_ca_can_neither_hand_off_hints_nor_serve_as_a_peer()
     assert_eq!(report.pending, 1, "{report:?}");
     let admin = client_as(&ring, Caller::Admin);
     wait_until_first_two_up(&admin).await;
-    let n1_holds = admin
-        .inspect("planted")
-        .await
-        .unwrap()
-        .replicas
-        .into_iter()
-        .find(|v| v.node == "n1")
-        .unwrap()
-        .record;
-    assert!(matches!(n1_holds, Ok(None)), "n1 holds {n1_holds:?}");
+    assert_n1_lacks(&admin, "planted").await;
 
     // Nor does it serve as a peer: n1's anti-entropy cannot reach it, and takes nothing from it.
     let repair = admin.repair("n1", PATIENCE).await.expect("n1 runs a round");
@@ -257,21 +248,19 @@ async fn a_node_from_another_ca_can_neither_hand_off_hints_nor_serve_as_a_peer()
         "{repair:?}"
     );
     assert_eq!(repair.keys_received, 0, "{repair:?}");
-    let n1_holds = admin
-        .inspect("planted")
-        .await
-        .unwrap()
-        .replicas
-        .into_iter()
-        .find(|v| v.node == "n1")
-        .unwrap()
-        .record;
-    assert!(matches!(n1_holds, Ok(None)), "n1 holds {n1_holds:?}");
+    assert_n1_lacks(&admin, "planted").await;
 
     for (stop, task) in nodes {
         let _ = stop.send(());
         task.await.expect("node stops");
     }
+}
+
+/// Fails unless n1 answers that it holds nothing for `key`.
+async fn assert_n1_lacks(client: &Client, key: &str) {
+    let inspection = client.inspect(key.to_string()).await.expect("inspect");
+    let n1 = inspection.replicas.into_iter().find(|v| v.node == "n1").expect("n1 is a replica");
+    assert!(matches!(n1.record, Ok(None)), "n1 holds {:?}", n1.record);
 }
 
 /// Waits until n1 and n2 (the cluster's own nodes) answer health checks.
