@@ -82,6 +82,7 @@ fn storage(c: &mut Criterion) {
 
 fn protobuf(c: &mut Criterion) {
     let request = v1::WriteRequest {
+        ring_version: 0,
         key: Bytes::from_static(b"bench-0000000042"),
         record: Some(
             Record::value(Version::new(Timestamp(1 << 40), 7), vec![7u8; 1024].into()).into(),

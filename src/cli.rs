@@ -103,6 +103,13 @@ pub struct NodeArgs {
     /// reaches the port can then read and write every key.
     #[arg(long)]
     pub insecure: bool,
+    /// Where to serve, for a node the ring file does not list yet (with --join).
+    #[arg(long, requires = "join")]
+    pub addr: Option<std::net::SocketAddr>,
+    /// A member's address: learn the live ring from it before serving. The node serves no keys
+    /// until `dynakv ring add ID ADDR` adds it.
+    #[arg(long)]
+    pub join: Option<std::net::SocketAddr>,
 }
 
 /// Parses `MIN..MAX` (or a single number) into an inclusive range of milliseconds.

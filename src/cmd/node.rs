@@ -12,8 +12,19 @@ use crate::cli::NodeArgs;
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let ring = Ring::load(&args.ring.ring)?;
-    let index = ring.node_index(&args.id)?;
-    let addr = ring.nodes()[index].addr;
+    let listed = ring.node_index(&args.id).ok().map(|i| ring.nodes()[i].clone());
+    let addr = match (args.addr, &listed, args.join) {
+        (Some(addr), _, _) => addr,
+        (None, Some(node), _) => node.addr,
+        (None, None, Some(_)) => anyhow::bail!(
+            "node {:?} is not in the ring file: give the address it serves at with --addr",
+            args.id
+        ),
+        (None, None, None) => {
+            ring.node_index(&args.id)?;
+            unreachable!("an unlisted node id is an error")
+        }
+    };
     let storage = if args.memory {
         StorageChoice::Memory
     } else {
@@ -27,7 +38,17 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let mut config = NodeConfig::new(Arc::new(ring), args.id, storage);
     config.inject_delay_ms = args.inject_delay_ms;
     config.insecure = args.insecure;
-    config.metrics_addr = config.ring.nodes()[index].metrics_addr();
+    config.join = args.join;
+    config.metrics_addr = match &listed {
+        Some(node) if node.addr == addr => node.metrics_addr(),
+        _ => dynakv_ring::NodeSpec {
+            id: String::new(),
+            addr,
+            metrics: None,
+            state: Default::default(),
+        }
+        .metrics_addr(),
+    };
     Node::serve(listener, config, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

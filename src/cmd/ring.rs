@@ -107,7 +107,9 @@ pub fn plan(command: PlanCommand) -> anyhow::Result<ExitCode> {
         PlanCommand::Add(args) => {
             (args.ring, Change::Add { id: args.id, addr: args.addr }, args.json)
         }
-        PlanCommand::Remove(args) => (args.ring, Change::Remove { id: args.id }, args.json),
+        PlanCommand::Remove(args) => {
+            (args.ring, Change::Remove { id: args.id, dead: false }, args.json)
+        }
     };
     let ring = Ring::load(&ring_arg.ring)?;
     let plan = Plan::new(&ring, change)?;
@@ -131,9 +133,14 @@ fn print_plan(plan: &Plan) {
                 format!("1/(n+1) = 1/{owners}"),
             )
         }
-        Change::Remove { id } => {
+        Change::Remove { id, .. } => {
             (format!("remove {id}"), format!("what {id} holds"), format!("what {id} leads"))
         }
+        Change::Replace { dead, id, addr } => (
+            format!("replace {dead} by {id} at {addr}"),
+            format!("what {dead} holds"),
+            format!("what {dead} leads"),
+        ),
     };
     println!(
         "plan: {what}: ring v{} ({} nodes own tokens) -> v{} ({} nodes own tokens), N={}, {} vnodes per node",
@@ -218,7 +225,12 @@ fn plan_json(plan: &Plan) -> serde_json::Value {
         Change::Add { id, addr } => {
             serde_json::json!({ "kind": "add", "id": id, "addr": addr.to_string() })
         }
-        Change::Remove { id } => serde_json::json!({ "kind": "remove", "id": id }),
+        Change::Remove { id, dead } => {
+            serde_json::json!({ "kind": "remove", "id": id, "dead": dead })
+        }
+        Change::Replace { dead, id, addr } => {
+            serde_json::json!({ "kind": "replace", "dead": dead, "id": id, "addr": addr.to_string() })
+        }
     };
     let replication = plan.before.replication();
     let nodes: Vec<_> = plan

@@ -51,7 +51,7 @@ async fn nodes_refuse_malformed_and_misrouted_requests() {
     let addr = cluster.ring.nodes()[0].addr;
     let mut raw = ReplicaClient::connect(format!("http://{addr}")).await.unwrap();
 
-    let empty = raw.read(v1::ReadRequest { key: Bytes::new() }).await.unwrap_err();
+    let empty = raw.read(v1::ReadRequest { ring_version: 0, key: Bytes::new() }).await.unwrap_err();
     assert_eq!(empty.code(), tonic::Code::InvalidArgument);
     assert!(empty.message().contains("key is empty"), "{}", empty.message());
 
@@ -66,7 +66,12 @@ async fn nodes_refuse_malformed_and_misrouted_requests() {
     let theirs = Bytes::from(key_for(false));
 
     let no_record = raw
-        .write(v1::WriteRequest { key: ours.clone(), record: None, hint_for: String::new() })
+        .write(v1::WriteRequest {
+            ring_version: 0,
+            key: ours.clone(),
+            record: None,
+            hint_for: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(no_record.code(), tonic::Code::InvalidArgument);
@@ -74,6 +79,7 @@ async fn nodes_refuse_malformed_and_misrouted_requests() {
         v1::Record { version: None, tombstone: false, value: Bytes::from("v"), expires_at_ms: 0 };
     let err = raw
         .write(v1::WriteRequest {
+            ring_version: 0,
             key: ours.clone(),
             record: Some(no_version),
             hint_for: String::new(),
@@ -90,6 +96,7 @@ async fn nodes_refuse_malformed_and_misrouted_requests() {
     };
     let misrouted = raw
         .write(v1::WriteRequest {
+            ring_version: 0,
             key: theirs.clone(),
             record: Some(record.clone()),
             hint_for: String::new(),
@@ -98,7 +105,8 @@ async fn nodes_refuse_malformed_and_misrouted_requests() {
         .unwrap_err();
     assert_eq!(misrouted.code(), tonic::Code::FailedPrecondition);
     assert!(misrouted.message().contains("not a replica"), "{}", misrouted.message());
-    let misrouted = raw.read(v1::ReadRequest { key: theirs.clone() }).await.unwrap_err();
+    let misrouted =
+        raw.read(v1::ReadRequest { ring_version: 0, key: theirs.clone() }).await.unwrap_err();
     assert_eq!(misrouted.code(), tonic::Code::FailedPrecondition);
 
     let health = raw.health(v1::HealthRequest {}).await.unwrap().into_inner();
@@ -118,7 +126,7 @@ async fn nodes_refuse_malformed_and_misrouted_requests() {
         write(&ours),
         write(&theirs),
         v1::BatchOp { op: None },
-        v1::BatchOp { op: Some(Op::Read(v1::ReadRequest { key: ours.clone() })) },
+        v1::BatchOp { op: Some(Op::Read(v1::ReadRequest { ring_version: 0, key: ours.clone() })) },
     ];
     let results = raw.batch(v1::BatchRequest { ops }).await.unwrap().into_inner().results;
     let outcomes: Vec<_> = results.into_iter().map(|r| r.result.unwrap()).collect();
@@ -129,7 +137,8 @@ async fn nodes_refuse_malformed_and_misrouted_requests() {
     assert!(
         matches!(&outcomes[2], Outcome::Error(e) if e.code == tonic::Code::InvalidArgument as i32)
     );
-    let read = v1::BatchOp { op: Some(Op::Read(v1::ReadRequest { key: ours.clone() })) };
+    let read =
+        v1::BatchOp { op: Some(Op::Read(v1::ReadRequest { ring_version: 0, key: ours.clone() })) };
     let results =
         raw.batch(v1::BatchRequest { ops: vec![read] }).await.unwrap().into_inner().results;
     let outcome = results[0].result.as_ref().unwrap();

@@ -63,6 +63,7 @@ async fn writes_stamped_past_the_skew_bound_are_refused_and_move_no_clock() {
     for timestamp in [Timestamp::from_millis(now_ms() + HOUR_MS as u64), Timestamp(u64::MAX)] {
         let record = Record::value(Version::new(timestamp, 7), Bytes::from("x"));
         let request = v1::WriteRequest {
+            ring_version: 0,
             key: Bytes::from("raw"),
             record: Some(record.into()),
             hint_for: String::new(),

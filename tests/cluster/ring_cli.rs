@@ -189,7 +189,7 @@ async fn ring_plan_remove_moves_what_the_node_held_and_refuses_impossible_change
     assert_ne!(text_n2, text_n3);
     std::fs::write(&two, text_n2).unwrap();
     let plan = json(&["ring", "plan", "remove", "n2", "--json"], &two).await;
-    assert_eq!(plan["change"], serde_json::json!({ "kind": "remove", "id": "n2" }));
+    assert_eq!(plan["change"], serde_json::json!({ "kind": "remove", "id": "n2", "dead": false }));
     let nodes = plan["nodes"].as_array().unwrap();
     let n2 = nodes.iter().find(|node| node["id"] == "n2").unwrap();
     assert_eq!((&n2["state_before"], &n2["state_after"]), (&"normal".into(), &Value::Null));

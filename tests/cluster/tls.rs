@@ -99,7 +99,10 @@ async fn callers_without_a_certificate_or_from_another_ca_are_refused() {
 
     // TLS that trusts the cluster CA but presents no certificate: a clear UNAUTHENTICATED.
     let mut anonymous = raw(n1, &tls.ca_path(), None).await;
-    let refused = anonymous.read(v1::ReadRequest { key: Bytes::from("k") }).await.unwrap_err();
+    let refused = anonymous
+        .read(v1::ReadRequest { key: Bytes::from("k"), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
     assert!(
         refused.message().contains("requires a client certificate signed by the cluster CA"),
@@ -225,6 +228,7 @@ async fn a_node_from_another_ca_can_neither_hand_off_hints_nor_serve_as_a_peer()
         key: Bytes::from("planted"),
         record: Some(record.into()),
         hint_for: "n1".into(),
+        ..Default::default()
     };
     to_rogue.write(write).await.expect("the rogue takes its own write");
     let rogue_admin = client_as(&rogue_ring, Caller::Admin);

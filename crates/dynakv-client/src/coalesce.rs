@@ -374,7 +374,10 @@ mod tests {
     }
 
     fn read(key: &'static str) -> batch_op::Op {
-        batch_op::Op::Read(v1::ReadRequest { key: Bytes::from_static(key.as_bytes()) })
+        batch_op::Op::Read(v1::ReadRequest {
+            ring_version: 0,
+            key: Bytes::from_static(key.as_bytes()),
+        })
     }
 
     #[tokio::test]

@@ -79,10 +79,11 @@ impl Replica {
 
     /// Reads the node's record for `key` (tombstones and expired records included).
     pub async fn read(&self, key: Bytes) -> Result<Option<Record>, ReplicaError> {
-        let reply = match self.call(batch_op::Op::Read(v1::ReadRequest { key })).await? {
-            Answer::Read(reply) => reply,
-            Answer::Write(_) => return Err(mismatched("read")),
-        };
+        let reply =
+            match self.call(batch_op::Op::Read(v1::ReadRequest { key, ring_version: 0 })).await? {
+                Answer::Read(reply) => reply,
+                Answer::Write(_) => return Err(mismatched("read")),
+            };
         let Some(wire) = reply.record else { return Ok(None) };
         let record = Record::try_from(wire).map_err(|e| ReplicaError::malformed(e.to_string()))?;
         self.observe(record.version.timestamp);
@@ -106,7 +107,8 @@ impl Replica {
         record: Record,
         hint_for: String,
     ) -> Result<v1::WriteResponse, ReplicaError> {
-        let request = v1::WriteRequest { key, record: Some(record.into()), hint_for };
+        let request =
+            v1::WriteRequest { key, record: Some(record.into()), hint_for, ring_version: 0 };
         let reply = match self.call(batch_op::Op::Write(request)).await? {
             Answer::Write(reply) => reply,
             Answer::Read(_) => return Err(mismatched("write")),

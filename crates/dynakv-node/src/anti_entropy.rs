@@ -114,7 +114,7 @@ pub async fn digests(
     spans: &[Span],
     damaged: &mut u64,
 ) -> Result<Vec<(u64, u64)>, StorageError> {
-    let (now, grace) = (state.wall.now_ms(), state.ring.config().tombstones.grace_ms);
+    let (now, grace) = (state.wall.now_ms(), state.ring().config().tombstones.grace_ms);
     let mut out = Vec::with_capacity(spans.len());
     for span in spans {
         let (mut digest, mut count) = (0u64, 0u64);
@@ -191,7 +191,7 @@ fn entry_hash(stored_key: &[u8], version: Version) -> u64 {
 
 /// Runs a round every `anti_entropy.interval_ms` until the node stops.
 pub async fn run(state: std::sync::Arc<NodeState>) {
-    let interval = Duration::from_millis(state.ring.config().anti_entropy.interval_ms);
+    let interval = Duration::from_millis(state.ring().config().anti_entropy.interval_ms);
     loop {
         tokio::select! {
             _ = state.stopping.cancelled() => return,
@@ -224,14 +224,18 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
     let _one_at_a_time = state.anti_entropy.lock().await;
     let started = Instant::now();
     let mut report = RepairReport { node: state.id.clone(), ..RepairReport::default() };
-    let me = state.index;
-    let ranges: Vec<_> = state.ring.ranges().filter(|r| r.replicas.contains(&me)).collect();
+    let topology = state.topology();
+    let ring = &topology.ring;
+    let Some(me) = topology.me else {
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    };
+    let ranges: Vec<_> = ring.ranges().filter(|r| r.replicas.contains(&me)).collect();
     let spans: Vec<Span> = ranges.iter().map(|r| Span { start: r.start, end: r.end }).collect();
     let mut agreed = vec![true; ranges.len()];
     let local = digests(state, &spans, &mut report.records_damaged).await?;
 
-    for peer_index in 0..state.ring.nodes().len() {
-        let Some(peer) = state.peers.get(peer_index) else { continue };
+    for (peer_index, peer) in topology.peers() {
         let shared: Vec<usize> =
             (0..ranges.len()).filter(|&i| ranges[i].replicas.contains(&peer_index)).collect();
         if shared.is_empty() {
@@ -261,7 +265,8 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
             }
             report.ranges_differing += 1;
             agreed[i] = false;
-            let mut sync = Sync { state, peer, report: &mut report };
+            let mut sync =
+                Sync { state, peer: peer.as_ref(), report: &mut report, pull_only: false };
             if let Err(e) = sync.span(spans[i], local[i].1.max(theirs.1), 0).await {
                 report.ranges_failed += 1;
                 let span = spans[i];
@@ -276,9 +281,12 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
 
     // The collectable records of each agreed range; only ranges that have some ask the other
     // nodes about hints, so an idle round still moves digests only.
-    let (now, grace) = (state.wall.now_ms(), state.ring.config().tombstones.grace_ms);
+    let (now, grace) = (state.wall.now_ms(), ring.config().tombstones.grace_ms);
     let mut candidates: Vec<(Span, Vec<(Bytes, Version)>)> = Vec::new();
-    for (span, _) in spans.iter().zip(&agreed).filter(|(_, agreed)| **agreed) {
+    // While a membership change moves ranges nothing is collected: a new owner may not have
+    // streamed a range's newer records yet.
+    let collecting = !ring.is_moving();
+    for (span, _) in spans.iter().zip(&agreed).filter(|(_, agreed)| **agreed && collecting) {
         let mut dead = Vec::new();
         for_each_record(state, *span, |stored, record| {
             if collectable(record, now, grace) {
@@ -291,7 +299,7 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
         }
     }
     let asked: Vec<Span> = candidates.iter().map(|(span, _)| *span).collect();
-    let held = hints_anywhere(state, &asked, &mut report).await?;
+    let held = hints_anywhere(state, &topology, &asked, &mut report).await?;
     report.ranges_held = held.iter().filter(|h| **h).count() as u64;
     for ((_, dead), _) in candidates.into_iter().zip(&held).filter(|(_, held)| !**held) {
         // Conditional on the version seen: a record written since is never removed.
@@ -322,21 +330,25 @@ where
 /// not be asked: either way its tombstones must wait.
 async fn hints_anywhere(
     state: &NodeState,
+    topology: &crate::topology::Topology,
     spans: &[Span],
     report: &mut RepairReport,
 ) -> Result<Vec<bool>, StorageError> {
     if spans.is_empty() {
         return Ok(Vec::new());
     }
-    let mut held = hinted_spans(state, spans).await?;
-    for (index, spec) in state.ring.nodes().iter().enumerate() {
+    let mut held = hinted_spans(state, spans, &[]).await?;
+    for (index, spec) in topology.ring.nodes().iter().enumerate() {
         // A joining node owns no tokens and is never a stand-in, so it holds no hints: one that
         // is listed but not running yet must not hold collection back.
         if spec.state == dynakv_ring::NodeState::Joining {
             continue;
         }
-        let Some(peer) = state.peers.get(index) else { continue };
-        let request = v1::HintSpansRequest { spans: spans.iter().map(|&s| s.into()).collect() };
+        let Some(peer) = topology.peer(index) else { continue };
+        let request = v1::HintSpansRequest {
+            spans: spans.iter().map(|&s| s.into()).collect(),
+            ignore_owners: Vec::new(),
+        };
         report.bytes += request.encoded_len() as u64;
         match ask(peer, |mut c| async move { c.hint_spans(request).await }).await {
             Some(Ok(reply)) if reply.held.len() == spans.len() => {
@@ -357,6 +369,32 @@ struct Sync<'a> {
     state: &'a NodeState,
     peer: &'a Peer,
     report: &'a mut RepairReport,
+    /// Only take the peer's newer records; send nothing back (a new owner catching up).
+    pull_only: bool,
+}
+
+/// Pulls from `peer` every record of `span` it holds newer than this node (by Merkle digest,
+/// as a round does, but one way): how a new owner picks up what its first holder lacked.
+/// Returns the records received.
+pub(crate) async fn pull_span(state: &NodeState, peer: &Peer, span: Span) -> Result<u64, String> {
+    let mut report = RepairReport::default();
+    let local =
+        digests(state, &[span], &mut report.records_damaged).await.map_err(|e| e.to_string())?;
+    let request = v1::DigestRequest { spans: vec![span.into()] };
+    let remote = peer
+        .call(|mut c| async move { c.digest(request).await })
+        .await
+        .map_err(|s| s.message().to_string())?;
+    let theirs = (
+        remote.digests.first().copied().unwrap_or_default(),
+        remote.counts.first().copied().unwrap_or_default(),
+    );
+    if theirs == local[0] {
+        return Ok(0);
+    }
+    let mut sync = Sync { state, peer, report: &mut report, pull_only: true };
+    sync.span(span, local[0].1.max(theirs.1), 0).await.map_err(|e| e.to_string())?;
+    Ok(report.keys_received)
 }
 
 /// A failure while syncing a span: local storage, the peer, or some of the records.
@@ -406,7 +444,8 @@ impl Sync<'_> {
             .into_iter()
             .filter_map(|e| Some((e.key, (e.version?.into(), e.size))))
             .collect();
-        let (now, grace) = (self.state.wall.now_ms(), self.state.ring.config().tombstones.grace_ms);
+        let (now, grace) =
+            (self.state.wall.now_ms(), self.state.ring().config().tombstones.grace_ms);
         let mut mine: HashMap<Bytes, Record> = HashMap::new();
         // Damaged records were counted by the round's first digests; a second count would not
         // be news.
@@ -423,6 +462,7 @@ impl Sync<'_> {
             .collect();
         let pushes: Vec<SizedOp> = mine
             .into_iter()
+            .filter(|_| !self.pull_only)
             .filter(|(key, record)| match theirs.get(key) {
                 Some((version, _)) => record.version > *version,
                 // Nothing there is the same as a collectable tombstone: no need to send it.
@@ -508,7 +548,7 @@ impl Sync<'_> {
 
     /// Sleeps long enough to keep to `anti_entropy.max_keys_per_sec`.
     async fn pace(&self, keys: usize) {
-        let rate = self.state.ring.config().anti_entropy.max_keys_per_sec.max(1);
+        let rate = self.state.ring().config().anti_entropy.max_keys_per_sec.max(1);
         tokio::time::sleep(Duration::from_secs_f64(keys as f64 / rate as f64)).await;
     }
 }

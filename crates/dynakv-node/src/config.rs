@@ -41,6 +41,9 @@ pub struct NodeConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Serve a non-loopback address without TLS (no `[tls]` table); refused otherwise.
     pub insecure: bool,
+    /// A member to learn the live ring from before serving, for a node that is not in its ring
+    /// file yet (`dynakv node --join`); such a node serves no keys until a change adds it.
+    pub join: Option<std::net::SocketAddr>,
 }
 
 impl NodeConfig {
@@ -57,6 +60,7 @@ impl NodeConfig {
             clock: Clock::system(),
             metrics_addr: None,
             insecure: false,
+            join: None,
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::service::NodeState;
 
 /// Watches the disk until the node stops.
 pub async fn run(state: Arc<NodeState>) {
-    let settings = state.ring.config().storage;
+    let settings = state.ring().config().storage;
     let interval = Duration::from_millis(settings.check_interval_ms);
     loop {
         tokio::select! {

@@ -27,6 +27,12 @@ pub enum NodeError {
         /// The non-loopback address.
         addr: std::net::SocketAddr,
     },
+    /// The node's stored membership files could not be read or written.
+    #[error("membership files: {0}")]
+    Meta(std::io::Error),
+    /// A node joining through a member could not learn the live ring from it.
+    #[error("cannot join: {0}")]
+    Join(String),
     /// The gRPC server failed, or a peer channel could not be built.
     #[error("server: {0}")]
     Server(#[from] tonic::transport::Error),

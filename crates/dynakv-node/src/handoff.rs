@@ -27,7 +27,7 @@ const SCAN_PAGE: usize = 64;
 
 /// Delivers hints every `hints.interval_ms` until the node stops.
 pub async fn run(state: Arc<NodeState>) {
-    let interval = Duration::from_millis(state.ring.config().hints.interval_ms);
+    let interval = Duration::from_millis(state.ring().config().hints.interval_ms);
     loop {
         tokio::select! {
             _ = state.stopping.cancelled() => return,
@@ -64,6 +64,7 @@ pub async fn deliver(state: &NodeState, try_down: bool) -> Result<HandoffReport,
     let _one_at_a_time = state.handoff.lock().await;
     let started = Instant::now();
     let mut report = HandoffReport { node: state.id.clone(), ..HandoffReport::default() };
+    let topology = state.topology();
     let mut from = Bytes::new();
     'pages: loop {
         let page = state.store.scan(Space::Hints, from.clone(), None, SCAN_PAGE).await?;
@@ -76,15 +77,23 @@ pub async fn deliver(state: &NodeState, try_down: bool) -> Result<HandoffReport,
                 start + page[start..].iter().take_while(|(k, _)| owner_of(k) == owner).count();
             let hints = &page[start..end];
             start = end;
-            let handed_off = match state.owner(owner).and_then(|i| state.peers.get(i)) {
+            // Hints for keys their owner no longer holds (a ring change moved them, or removed
+            // the owner) go to the key's replicas in the ring as it is now instead.
+            let index = topology.owner(owner);
+            let (kept, moved): (Vec<_>, Vec<_>) = hints.iter().cloned().partition(|(key, _)| {
+                let token = hint_token(key);
+                index.is_some_and(|i| token.is_some_and(|t| topology.ring.holds(t, i)))
+            });
+            if !moved.is_empty() {
+                redirect(state, &topology, &moved, &mut report).await?;
+            }
+            let handed_off = match index.and_then(|i| topology.peer(i)) {
+                _ if kept.is_empty() => true,
                 Some(peer) if try_down || peer.health.is_up() => {
-                    hand_off(state, peer, hints, &mut report).await?
+                    hand_off(state, peer, &kept, &mut report).await?
                 }
                 Some(_) => false,
-                None => {
-                    tracing::warn!(node = %state.id, owner = format!("{owner:016x}"), "keeping hints for a node that is not in the ring");
-                    false
-                }
+                None => true,
             };
             if !handed_off {
                 // Skip the rest of this owner's hints this pass; go on with the next owner.
@@ -169,9 +178,58 @@ async fn hand_off(
     Ok(true)
 }
 
-/// For each span, whether this node holds a hint (for any owner) for a key whose token is in it.
-/// A scan of at most one entry per owner held and span: cheap, and free when no hint is held.
-pub async fn hinted_spans(state: &NodeState, spans: &[Span]) -> Result<Vec<bool>, StorageError> {
+/// The ring token of the key a hint's stored key names.
+fn hint_token(hint_key: &[u8]) -> Option<u64> {
+    split_stored_key(hint_key.get(8..)?).map(|(token, _)| token)
+}
+
+/// Delivers hints whose owner no longer holds their key to every replica the key has now (this
+/// node's own store included, if it is one), each as a plain write under the merge rule; a hint
+/// is removed once every one of them has taken it.
+async fn redirect(
+    state: &NodeState,
+    topology: &crate::topology::Topology,
+    hints: &[(Bytes, Bytes)],
+    report: &mut HandoffReport,
+) -> Result<(), StorageError> {
+    for (hint_key, bytes) in hints {
+        let decoded = codec::decode(bytes).ok().zip(split_stored_key(&hint_key[8..]));
+        let Some((record, (token, key))) = decoded else {
+            report.failed += 1;
+            note_error(&mut report.errors, format!("damaged hint {}", hex(hint_key)));
+            continue;
+        };
+        let (current, target) = topology.ring.write_sets(token);
+        let mut replicas: Vec<usize> = current.to_vec();
+        replicas.extend(target.iter().flatten().filter(|i| !current.contains(i)));
+        let mut taken = true;
+        for replica in replicas {
+            let ok = match topology.peer(replica) {
+                None => state.store.write(token, key, record.clone()).await.is_ok(),
+                Some(peer) => {
+                    let op = SizedOp::write(Bytes::copy_from_slice(key), record.clone());
+                    matches!(peer.batch(vec![op]).await.as_deref(), Ok([Ok(Outcome::Write(_))]))
+                }
+            };
+            taken &= ok;
+        }
+        if taken {
+            let removed =
+                state.store.remove_if(Space::Hints, hint_key.clone(), record.version).await?;
+            report.delivered += u64::from(removed.applied);
+        }
+    }
+    Ok(())
+}
+
+/// For each span, whether this node holds a hint (for any owner but those whose id hashes are
+/// in `ignore`) for a key whose token is in it. A scan of at most one entry per owner held and
+/// span: cheap, and free when no hint is held.
+pub async fn hinted_spans(
+    state: &NodeState,
+    spans: &[Span],
+    ignore: &[u64],
+) -> Result<Vec<bool>, StorageError> {
     let mut held = vec![false; spans.len()];
     if state.store.pending_hints() == 0 {
         return Ok(held);
@@ -188,7 +246,7 @@ pub async fn hinted_spans(state: &NodeState, spans: &[Span]) -> Result<Vec<bool>
             Bytes::from(out)
         };
         let next_owner = owner.checked_add(1).map(|o| Bytes::copy_from_slice(&o.to_be_bytes()));
-        for (i, span) in spans.iter().enumerate() {
+        for (i, span) in spans.iter().enumerate().filter(|_| !ignore.contains(&owner)) {
             for (lo, hi) in span.key_ranges() {
                 if held[i] {
                     break;

@@ -1,5 +1,6 @@
-//! The dynakv node: serves replica reads and writes for the keys the ring gives it, sweeps
-//! expired records, and streams its records to operators.
+//! The dynakv node: serves replica reads and writes for the keys the ring gives it, keeps the
+//! live ring with the other nodes, sweeps expired records, and streams its records to operators
+//! and to new owners.
 //!
 //! A node is started with [`Node::serve`], which takes its listener and shutdown signal from the
 //! caller, so the binary, tests and benchmarks start nodes the same way.
@@ -8,6 +9,10 @@
 //! - [`config`]: [`NodeConfig`], what a node needs to start: its ring, its id, where its data lives.
 //! - [`server`]: [`Node::serve`], opening storage, running the gRPC server, stopping cleanly.
 //! - [`service`]: the `dynakv.v1.Replica` gRPC service: validation, routing checks, hints, the store.
+//! - [`topology`]: the ring the node serves now, its place in it and a channel per peer; swapped
+//!   whole when a newer ring arrives.
+//! - [`membership`]: the live ring: stored durably, agreed on by Paxos, pulled by version, and
+//!   the moves of ranges to new owners during a change.
 //! - [`peers`]: node-to-node channels with deadlines and peer health.
 //! - [`auth`]: which certificate role each RPC needs, checked in one place.
 //! - [`handoff`]: delivery of hints to their owners once they answer again.
@@ -27,11 +32,13 @@ pub mod disk;
 pub mod dump;
 pub mod error;
 pub mod handoff;
+pub mod membership;
 pub mod metrics;
 pub mod peers;
 pub mod server;
 pub mod service;
 pub mod sweep;
+pub mod topology;
 
 pub use config::{NodeConfig, StorageChoice};
 pub use error::NodeError;

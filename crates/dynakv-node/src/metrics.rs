@@ -81,7 +81,7 @@ async fn scrape(state: Arc<NodeState>) -> impl IntoResponse {
     let node = state.label.clone();
     gauge!("dynakv_keys", "node" => node.clone()).set(state.store.live_keys() as f64);
     gauge!("dynakv_hints_pending", "node" => node.clone()).set(state.store.pending_hints() as f64);
-    gauge!("dynakv_ring_version", "node" => node.clone()).set(state.ring.version() as f64);
+    gauge!("dynakv_ring_version", "node" => node.clone()).set(state.ring_version() as f64);
     let degraded = f64::from(u8::from(state.store.fault().is_some()));
     gauge!("dynakv_storage_degraded", "node" => node).set(degraded);
     match recorder() {
@@ -147,6 +147,18 @@ pub fn repair(node: &SharedString, r: &RepairReport) {
 }
 
 /// Counts records the TTL sweep expired.
+/// Counts records and bytes a new owner received by streaming during a membership change.
+pub fn moved(node: &SharedString, records: u64, bytes: u64) {
+    counter!("dynakv_move_records_received_total", "node" => node.clone()).increment(records);
+    counter!("dynakv_move_bytes_received_total", "node" => node.clone()).increment(bytes);
+}
+
+/// Records the ring version a node has just adopted.
+pub fn ring_version(node: &SharedString, version: u64) {
+    gauge!("dynakv_ring_version", "node" => node.clone()).set(version as f64);
+}
+
+/// Counts records expired by the TTL sweep.
 pub fn expired(node: &SharedString, records: u64) {
     counter!("dynakv_ttl_expired_total", "node" => node.clone()).increment(records);
 }

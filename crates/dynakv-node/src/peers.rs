@@ -15,7 +15,7 @@ use bytes::Bytes;
 use dynakv_core::{HealthPolicy, NodeHealth, Record};
 use dynakv_proto::v1::replica_client::ReplicaClient;
 use dynakv_proto::v1::{self, batch_op::Op, batch_result::Result as Outcome};
-use dynakv_ring::{NodeIndex, Ring};
+use dynakv_ring::{NodeSpec, Ring};
 use prost::Message;
 use tonic::Status;
 use tonic::transport::Channel;
@@ -52,13 +52,17 @@ impl SizedOp {
     /// A read of `key` whose stored value is about `value_bytes` long.
     pub fn read(key: Bytes, value_bytes: usize) -> Self {
         let reply_bytes = key.len() + value_bytes + REPLY_OVERHEAD;
-        Self::new(Op::Read(v1::ReadRequest { key }), reply_bytes)
+        Self::new(Op::Read(v1::ReadRequest { key, ring_version: 0 }), reply_bytes)
     }
 
     /// A write of `record` under `key` (no hint).
     pub fn write(key: Bytes, record: Record) -> Self {
-        let request =
-            v1::WriteRequest { key, record: Some(record.into()), hint_for: String::new() };
+        let request = v1::WriteRequest {
+            key,
+            record: Some(record.into()),
+            hint_for: String::new(),
+            ring_version: 0,
+        };
         Self::new(Op::Write(request), REPLY_OVERHEAD)
     }
 
@@ -117,6 +121,8 @@ pub type OpResult = Result<Outcome, Status>;
 pub struct Peer {
     /// The peer's id.
     pub id: String,
+    /// Where the peer serves; a ring change that moves the node gets a new channel.
+    pub addr: std::net::SocketAddr,
     client: ReplicaClient<Channel>,
     /// What this node knows of the peer's health.
     pub health: NodeHealth,
@@ -211,49 +217,40 @@ impl Peer {
     }
 }
 
-/// Every other node of the ring, indexed like [`Ring::nodes`].
-pub struct Peers {
-    peers: Vec<Option<Peer>>,
-}
-
-impl Peers {
-    /// Channels to every node but `me`; they connect on first use.
-    pub fn new(ring: &Ring, me: NodeIndex, max_message: usize) -> Result<Self, crate::NodeError> {
+impl Peer {
+    /// A channel to `node`, with the deadlines of `ring`, presenting node `me`'s certificate when
+    /// the ring has a `[tls]` table; it connects on first use.
+    pub fn connect(
+        node: &NodeSpec,
+        ring: &Ring,
+        me: &str,
+        max_message: usize,
+    ) -> Result<Peer, dynakv_tls::TlsError> {
         let timeouts = ring.config().timeouts;
         let request_timeout = Duration::from_millis(timeouts.request_ms);
-        let caller = dynakv_tls::Caller::Node(ring.nodes()[me].id.clone());
-        let peers = ring
-            .nodes()
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                if i == me {
-                    return Ok(None);
-                }
-                let endpoint = dynakv_tls::endpoint(node, ring.config().tls.as_ref(), &caller)?
-                    .connect_timeout(Duration::from_millis(timeouts.connect_ms))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(request_timeout.max(Duration::from_secs(1)));
-                let client = ReplicaClient::new(endpoint.connect_lazy())
-                    .max_decoding_message_size(max_message)
-                    .max_encoding_message_size(max_message);
-                Ok(Some(Peer {
-                    id: node.id.clone(),
-                    client,
-                    health: NodeHealth::new(&PEER_HEALTH),
-                    // Anti-entropy pages are larger than client requests: give them room.
-                    timeout: request_timeout.max(Duration::from_secs(10)),
-                    max_message,
-                }))
-            })
-            .collect::<Result<_, dynakv_tls::TlsError>>()?;
-        Ok(Peers { peers })
+        let caller = dynakv_tls::Caller::Node(me.to_string());
+        let endpoint = dynakv_tls::endpoint(node, ring.config().tls.as_ref(), &caller)?
+            .connect_timeout(Duration::from_millis(timeouts.connect_ms))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(request_timeout.max(Duration::from_secs(1)));
+        let client = ReplicaClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
+        Ok(Peer {
+            id: node.id.clone(),
+            addr: node.addr,
+            client,
+            health: NodeHealth::new(&PEER_HEALTH),
+            // Anti-entropy pages are larger than client requests: give them room.
+            timeout: request_timeout.max(Duration::from_secs(10)),
+            max_message,
+        })
     }
 
-    /// The peer at `index`; `None` for this node itself.
-    pub fn get(&self, index: NodeIndex) -> Option<&Peer> {
-        self.peers.get(index).and_then(Option::as_ref)
+    /// A client for calls without the per-call deadline (streams), sharing the channel.
+    pub fn raw(&self) -> ReplicaClient<Channel> {
+        self.client.clone()
     }
 }
 

@@ -1,6 +1,9 @@
 //! Starting and stopping a node.
 
 use std::future::Future;
+
+use arc_swap::ArcSwap;
+use dynakv_ring::Ring;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +18,9 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::config::{NodeConfig, StorageChoice};
 use crate::error::NodeError;
-use crate::peers::Peers;
-use crate::service::{NodeState, ReplicaService, max_message_bytes, owner_hash};
+use crate::membership::{self, Membership, meta::Meta};
+use crate::service::{NodeState, ReplicaService, max_message_bytes};
+use crate::topology::Topology;
 use crate::{anti_entropy, disk, handoff, metrics, sweep};
 
 /// Concurrent requests one connection may carry.
@@ -40,7 +44,14 @@ impl Node {
         config: NodeConfig,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), NodeError> {
-        let index = config.ring.node_index(&config.id)?;
+        let data_dir = match &config.storage {
+            StorageChoice::Fjall(dir) => Some(dir.clone()),
+            StorageChoice::Memory | StorageChoice::Engine(_) => None,
+        };
+        let max = max_message_bytes(&config.ring);
+        let meta = Meta::open(data_dir.as_deref()).map_err(NodeError::Meta)?;
+        let membership = Membership::open(meta).map_err(NodeError::Meta)?;
+        let ring = live_ring(&config, &membership, max).await?;
         let addr = listener.local_addr()?;
         let tls = config.ring.config().tls.as_ref();
         if tls.is_none() && !addr.ip().is_loopback() && !config.insecure {
@@ -62,10 +73,6 @@ impl Node {
             StorageChoice::Memory => Arc::new(MemoryStorage::new()),
             StorageChoice::Engine(engine) => engine.clone(),
         };
-        let data_dir = match &config.storage {
-            StorageChoice::Fjall(dir) => Some(dir.clone()),
-            StorageChoice::Memory | StorageChoice::Engine(_) => None,
-        };
         let options = StoreOptions {
             sync: config.ring.config().storage.sync == SyncPolicy::Always,
             readers: config.storage_readers,
@@ -86,26 +93,19 @@ impl Node {
             None => None,
         };
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-        let max = max_message_bytes(&config.ring);
+        let topology = Topology::new(ring.clone(), &config.id, None, max)?;
         let state = Arc::new(NodeState {
             id: config.id.clone(),
             label: metrics::node_label(&config.id),
-            index,
-            ring: config.ring.clone(),
+            topology: ArcSwap::from_pointee(topology),
+            max_message: max,
+            membership,
             store,
-            clock: Hlc::bounded(config.clock.clone(), config.ring.config().clocks.max_skew_ms),
+            clock: Hlc::bounded(config.clock.clone(), ring.config().clocks.max_skew_ms),
             wall: config.clock.clone(),
             data_dir,
             metrics_addr,
             started: Instant::now(),
-            peers: Peers::new(&config.ring, index, max)?,
-            owners: config
-                .ring
-                .nodes()
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (owner_hash(&n.id), i))
-                .collect(),
             anti_entropy: tokio::sync::Mutex::new(()),
             handoff: tokio::sync::Mutex::new(()),
             hint_failures: Default::default(),
@@ -113,14 +113,17 @@ impl Node {
             stopping: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
-        let sweep_every = Duration::from_millis(config.ring.config().ttl.sweep_interval_ms);
+        // A node that was down during a ring change learns of it before it takes a request.
+        let _ = tokio::time::timeout(Duration::from_secs(2), membership::learn(&state)).await;
+        let sweep_every = Duration::from_millis(ring.config().ttl.sweep_interval_ms);
         state.tasks.spawn(sweep::run(state.clone(), sweep_every));
         state.tasks.spawn(handoff::run(state.clone()));
         state.tasks.spawn(disk::run(state.clone()));
+        state.tasks.spawn(membership::run(state.clone()));
         if let Some(listener) = metrics_listener {
             state.tasks.spawn(metrics::serve(listener, state.clone()));
         }
-        if config.ring.config().anti_entropy.enabled {
+        if ring.config().anti_entropy.enabled {
             state.tasks.spawn(anti_entropy::run(state.clone()));
         }
         tracing::info!(node = %config.id, %addr, metrics = ?metrics_addr, tls = server_tls.is_some(), keys = state.store.live_keys(), "node serving");
@@ -179,4 +182,38 @@ impl Node {
         tracing::info!(node = %config.id, "node stopped");
         result.map_err(NodeError::from)
     }
+}
+
+/// The ring a node starts with: the newest of its ring file, the ring it stored, and (for a node
+/// joining through a member) the member's. A node the ring does not list may start only when it
+/// joins: it then serves no keys until a change adds it.
+async fn live_ring(
+    config: &NodeConfig,
+    membership: &Membership,
+    max_message: usize,
+) -> Result<Arc<Ring>, NodeError> {
+    let mut ring = config.ring.clone();
+    match membership.stored_ring() {
+        Ok(Some(stored)) if stored.version() > ring.version() => {
+            tracing::info!(node = %config.id, file = ring.version(), stored = stored.version(), "serving the newer ring this node stored");
+            ring = Arc::new(stored);
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(node = %config.id, error = %e, "ignoring the stored ring"),
+    }
+    if let Some(member) = config.join {
+        let fetched = membership::fetch_ring(member, &ring, &config.id, max_message)
+            .await
+            .map_err(NodeError::Join)?;
+        if fetched.version() > ring.version() {
+            tracing::info!(node = %config.id, %member, version = fetched.version(), "learned the live ring");
+            ring = Arc::new(fetched);
+        }
+    } else {
+        ring.node_index(&config.id)?;
+    }
+    if membership.stored_ring().ok().flatten().is_none_or(|s| s.version() < ring.version()) {
+        membership.meta.write(membership::meta::RING, &ring.to_toml()).map_err(NodeError::Meta)?;
+    }
+    Ok(ring)
 }

@@ -1,6 +1,5 @@
 //! The `dynakv.v1.Replica` gRPC service: checks every request, then hands it to the store.
 
-use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use dynakv_core::{Clock, Hlc, Record, validate_key, validate_value};
 use dynakv_proto::v1::{self, replica_server::Replica};
-use dynakv_ring::{NodeIndex, Ring, key_token};
+use dynakv_ring::{Ring, key_token};
 use dynakv_storage::{FaultKind, StorageError, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,8 +16,8 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::anti_entropy::{self, Span};
 use crate::auth::{self, Access};
-use crate::peers::Peers;
-use crate::{handoff, metrics};
+use crate::topology::Topology;
+use crate::{handoff, membership, metrics};
 
 use crate::dump;
 
@@ -36,10 +35,12 @@ pub struct NodeState {
     pub id: String,
     /// This node's id as a metric label, shared by every series it records.
     pub label: ::metrics::SharedString,
-    /// This node's position in the ring's node list.
-    pub index: NodeIndex,
-    /// The ring the node serves.
-    pub ring: Arc<Ring>,
+    /// The ring the node serves now and what derives from it; swapped whole on a ring change.
+    pub topology: arc_swap::ArcSwap<Topology>,
+    /// The largest gRPC message exchanged with other nodes.
+    pub max_message: usize,
+    /// The live ring: its durable copy, the agreement on the next one, and the moves.
+    pub membership: crate::membership::Membership,
     /// The node's records.
     pub store: Store,
     /// Observes every version the node stores, so its health replies let callers move past them;
@@ -53,10 +54,6 @@ pub struct NodeState {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// When the node started, for uptime.
     pub started: Instant,
-    /// Channels to the other nodes, for hint delivery and anti-entropy.
-    pub peers: Peers,
-    /// Node index by the hash hints are filed under.
-    pub owners: HashMap<u64, NodeIndex>,
     /// Held while an anti-entropy round runs, so rounds never overlap.
     pub anti_entropy: tokio::sync::Mutex<()>,
     /// Held while a hint delivery pass runs, so passes never overlap.
@@ -78,9 +75,19 @@ pub fn owner_hash(id: &str) -> u64 {
 }
 
 impl NodeState {
-    /// The node whose hints are filed under `hash`.
-    pub fn owner(&self, hash: u64) -> Option<NodeIndex> {
-        self.owners.get(&hash).copied()
+    /// The ring the node serves now, with its peers.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.load_full()
+    }
+
+    /// The ring the node serves now.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.topology.load().ring.clone()
+    }
+
+    /// The ring version the node serves now.
+    pub fn ring_version(&self) -> u64 {
+        self.topology.load().ring.version()
     }
 
     /// Waits the injected delay, if any.
@@ -91,18 +98,43 @@ impl NodeState {
         }
     }
 
-    /// The key's token, once the key is valid and this node is one of its replicas.
-    fn route(&self, key: &[u8]) -> Result<u64, Status> {
+    /// The key's token, once the key is valid, the request was placed by a ring no older than
+    /// the node's, and this node is one of the key's replicas in either placement of its ring.
+    fn route(&self, topology: &Topology, key: &[u8], ring_version: u64) -> Result<u64, Status> {
         validate_key(key).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.check_ring_version(topology, ring_version)?;
         let token = key_token(key);
-        if !self.ring.preference_list(token).contains(&self.index) {
-            return Err(Status::failed_precondition(format!(
-                "misrouted: node {} is not a replica of this key in ring version {}",
-                self.id,
-                self.ring.version()
-            )));
+        if !topology.holds(token) {
+            return Err(dynakv_proto::convert::stale_ring_status(
+                format!(
+                    "misrouted: node {} is not a replica of this key in ring version {}",
+                    self.id,
+                    topology.ring.version()
+                ),
+                topology.ring.version(),
+            ));
         }
         Ok(token)
+    }
+
+    /// Refuses a request placed by an older ring than the node serves (0: unversioned, from
+    /// peers and operator tools), and learns of a newer one.
+    fn check_ring_version(&self, topology: &Topology, ring_version: u64) -> Result<(), Status> {
+        let mine = topology.ring.version();
+        if ring_version != 0 && ring_version < mine {
+            return Err(dynakv_proto::convert::stale_ring_status(
+                format!(
+                    "stale ring: the request was placed by ring version {ring_version}, node {} \
+                     serves version {mine}",
+                    self.id
+                ),
+                mine,
+            ));
+        }
+        if ring_version > mine {
+            self.membership.heard_of(ring_version);
+        }
+        Ok(())
     }
 }
 
@@ -136,7 +168,8 @@ pub(crate) fn storage_status(e: StorageError) -> Status {
 impl NodeState {
     /// Serves one read.
     pub async fn read(&self, request: v1::ReadRequest) -> Result<v1::ReadResponse, Status> {
-        let token = self.route(&request.key)?;
+        let topology = self.topology();
+        let token = self.route(&topology, &request.key, request.ring_version)?;
         let record = self.store.read(token, &request.key).await.map_err(storage_status);
         let outcome = match &record {
             Ok(Some(_)) => "found",
@@ -144,42 +177,49 @@ impl NodeState {
             Err(_) => "error",
         };
         metrics::operation(&self.label, "read", outcome);
-        Ok(v1::ReadResponse { record: record?.map(Into::into), ring_version: self.ring.version() })
+        Ok(v1::ReadResponse {
+            record: record?.map(Into::into),
+            ring_version: topology.ring.version(),
+        })
     }
 
     /// Serves one write: validated, then offered to the store, which keeps it only if newer.
     /// With `hint_for`, the node also (or, if it is not a replica, only) keeps it as a hint for
     /// that replica.
     pub async fn write(&self, request: v1::WriteRequest) -> Result<v1::WriteResponse, Status> {
+        let topology = self.topology();
+        let ring = &topology.ring;
         let hint_for = match request.hint_for.as_str() {
             "" => None,
             owner => {
-                let owner = self
-                    .ring
-                    .node_index(owner)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                Some(owner).filter(|&owner| owner != self.index)
+                let owner =
+                    ring.node_index(owner).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                Some(owner).filter(|&owner| Some(owner) != topology.me)
             }
         };
         let (token, replica) = match hint_for {
-            None => (self.route(&request.key)?, true),
+            None => (self.route(&topology, &request.key, request.ring_version)?, true),
             Some(owner) => {
                 validate_key(&request.key).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                self.check_ring_version(&topology, request.ring_version)?;
                 let token = key_token(&request.key);
-                let replicas = self.ring.preference_list(token);
-                if !replicas.contains(&owner) {
-                    return Err(Status::failed_precondition(format!(
-                        "hint for {}, which is not a replica of this key",
-                        request.hint_for
-                    )));
+                if !ring.holds(token, owner) {
+                    return Err(dynakv_proto::convert::stale_ring_status(
+                        format!(
+                            "hint for {}, which is not a replica of this key in ring version {}",
+                            request.hint_for,
+                            ring.version()
+                        ),
+                        ring.version(),
+                    ));
                 }
-                (token, replicas.contains(&self.index))
+                (token, topology.holds(token))
             }
         };
         let wire = request.record.ok_or_else(|| Status::invalid_argument("write has no record"))?;
         let record = Record::try_from(wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(value) = &record.value {
-            validate_value(value, self.ring.config().limits.max_value_bytes)
+            validate_value(value, ring.config().limits.max_value_bytes)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         // The one check that keeps a fast clock from putting writes in the future: a timestamp
@@ -191,7 +231,7 @@ impl NodeState {
         let outcome = match hint_for {
             None => self.store.write(token, key, record).await,
             Some(owner) => {
-                let owner = owner_hash(&self.ring.nodes()[owner].id);
+                let owner = owner_hash(&ring.nodes()[owner].id);
                 let hint = self.store.write_hint(owner, token, key, record.clone());
                 if replica {
                     let (own, hint) = tokio::join!(self.store.write(token, key, record), hint);
@@ -212,7 +252,7 @@ impl NodeState {
         Ok(v1::WriteResponse {
             applied: outcome.applied,
             current: Some(outcome.current.into()),
-            ring_version: self.ring.version(),
+            ring_version: ring.version(),
         })
     }
 
@@ -238,14 +278,14 @@ impl NodeState {
             v1::BatchResult { result: Some(outcome) }
         }))
         .await;
-        Ok(v1::BatchResponse { results, ring_version: self.ring.version() })
+        Ok(v1::BatchResponse { results, ring_version: self.ring_version() })
     }
 
     /// The node's identity, clock and counters.
     pub fn health(&self) -> v1::HealthResponse {
         v1::HealthResponse {
             node_id: self.id.clone(),
-            ring_version: self.ring.version(),
+            ring_version: self.ring_version(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
             keys: self.store.live_keys(),
             clock: self.clock.now().0,
@@ -266,7 +306,7 @@ impl NodeState {
         Ok(v1::DigestResponse {
             digests: digests.iter().map(|d| d.0).collect(),
             counts: digests.iter().map(|d| d.1).collect(),
-            ring_version: self.ring.version(),
+            ring_version: self.ring_version(),
         })
     }
 
@@ -283,7 +323,7 @@ impl NodeState {
             .into_iter()
             .map(|e| v1::KeyVersion { key: e.key, version: Some(e.version.into()), size: e.size })
             .collect();
-        Ok(v1::VersionsResponse { entries, ring_version: self.ring.version() })
+        Ok(v1::VersionsResponse { entries, ring_version: self.ring_version() })
     }
 
     /// For each span, whether this node holds hints for a key in it.
@@ -292,8 +332,9 @@ impl NodeState {
         request: v1::HintSpansRequest,
     ) -> Result<v1::HintSpansResponse, Status> {
         let spans: Vec<Span> = request.spans.into_iter().map(Span::from).collect();
-        let held = handoff::hinted_spans(self, &spans).await.map_err(storage_status)?;
-        Ok(v1::HintSpansResponse { held, ring_version: self.ring.version() })
+        let ignore: Vec<u64> = request.ignore_owners.iter().map(|id| owner_hash(id)).collect();
+        let held = handoff::hinted_spans(self, &spans, &ignore).await.map_err(storage_status)?;
+        Ok(v1::HintSpansResponse { held, ring_version: self.ring_version() })
     }
 }
 
@@ -404,5 +445,65 @@ impl Replica for ReplicaService {
     ) -> Result<Response<Self::DumpStream>, Status> {
         auth::require(&request, "dump", Access::Admin)?;
         Ok(Response::new(dump::start(&self.state, request.into_inner())))
+    }
+
+    async fn get_ring(
+        &self,
+        request: Request<v1::GetRingRequest>,
+    ) -> Result<Response<v1::RingReply>, Status> {
+        auth::require(&request, "get_ring", Access::Data)?;
+        self.counted("get_ring", async { Ok(membership::get_ring(&self.state)) }).await
+    }
+
+    async fn change_ring(
+        &self,
+        request: Request<v1::ChangeRingRequest>,
+    ) -> Result<Response<v1::RingReply>, Status> {
+        auth::require(&request, "change_ring", Access::Admin)?;
+        self.counted("change_ring", membership::change_ring(&self.state, request.into_inner()))
+            .await
+    }
+
+    async fn prepare(
+        &self,
+        request: Request<v1::PrepareRequest>,
+    ) -> Result<Response<v1::PrepareReply>, Status> {
+        auth::require(&request, "prepare", Access::Peer)?;
+        self.counted("prepare", async { self.state.prepare(request.into_inner()) }).await
+    }
+
+    async fn accept(
+        &self,
+        request: Request<v1::AcceptRequest>,
+    ) -> Result<Response<v1::AcceptReply>, Status> {
+        auth::require(&request, "accept", Access::Peer)?;
+        self.counted("accept", async { self.state.accept(request.into_inner()) }).await
+    }
+
+    async fn commit(
+        &self,
+        request: Request<v1::CommitRequest>,
+    ) -> Result<Response<v1::RingReply>, Status> {
+        auth::require(&request, "commit", Access::Peer)?;
+        let commit = async { membership::commit_request(&self.state, request.into_inner()) };
+        self.counted("commit", commit).await
+    }
+
+    async fn move_status(
+        &self,
+        request: Request<v1::MoveStatusRequest>,
+    ) -> Result<Response<v1::MoveStatusReply>, Status> {
+        auth::require(&request, "move_status", Access::Data)?;
+        self.counted("move_status", async { Ok(membership::moves::status(&self.state)) }).await
+    }
+
+    type StreamSpanStream = futures::stream::BoxStream<'static, Result<v1::StreamChunk, Status>>;
+
+    async fn stream_span(
+        &self,
+        request: Request<v1::StreamSpanRequest>,
+    ) -> Result<Response<Self::StreamSpanStream>, Status> {
+        auth::require(&request, "stream_span", Access::Peer)?;
+        membership::moves::serve_stream(&self.state, request.into_inner()).map(Response::new)
     }
 }

@@ -140,6 +140,28 @@ pub fn clock_skew_of(status: &tonic::Status) -> Option<ClockSkew> {
     Some(ClockSkew { ahead_ms: wire.ahead_ms, max_skew_ms: wire.max_skew_ms })
 }
 
+/// The status a node refuses a request with when the request was placed by an older ring than
+/// the node serves, or the node holds no replica of the key in its ring: FAILED_PRECONDITION,
+/// with the node's ring version in its details, so the caller knows to fetch the newer ring.
+pub fn stale_ring_status(message: String, ring_version: u64) -> tonic::Status {
+    use prost::Message;
+    let details = v1::StaleRing { ring_version };
+    tonic::Status::with_details(
+        tonic::Code::FailedPrecondition,
+        message,
+        details.encode_to_vec().into(),
+    )
+}
+
+/// The ring version a node's refusal reports, if the status is a stale-ring refusal.
+pub fn stale_ring_of(status: &tonic::Status) -> Option<u64> {
+    use prost::Message;
+    if status.code() != tonic::Code::FailedPrecondition || status.details().is_empty() {
+        return None;
+    }
+    Some(v1::StaleRing::decode(status.details()).ok()?.ring_version)
+}
+
 /// A batch operation's error as the status a single call would have failed with.
 pub fn op_error_status(error: v1::OpError) -> tonic::Status {
     tonic::Status::with_details(tonic::Code::from(error.code), error.message, error.details)
@@ -183,5 +205,13 @@ mod tests {
         let batched = op_error_status(status_op_error(&status));
         assert_eq!(clock_skew_of(&batched), Some(skew));
         assert_eq!(clock_skew_of(&tonic::Status::out_of_range("message length too large")), None);
+    }
+
+    #[test]
+    fn a_stale_ring_refusal_carries_the_newer_version() {
+        let status = stale_ring_status("stale".into(), 7);
+        assert_eq!(stale_ring_of(&status), Some(7));
+        assert_eq!(stale_ring_of(&op_error_status(status_op_error(&status))), Some(7));
+        assert_eq!(stale_ring_of(&tonic::Status::failed_precondition("misrouted")), None);
     }
 }

@@ -49,6 +49,9 @@
 //! admin_cert = "certs/admin.pem"     # what admin commands (dump, repair, handoff) present
 //! admin_key = "certs/admin.key"
 //!                       # relative paths are relative to the ring file's directory
+//! [membership]
+//! stream_mb_per_sec = 256    # rate limit on the range streaming of a membership change (default 256)
+//! gossip_interval_ms = 1000  # how often a node compares ring versions with a peer (default 1 s)
 //!
 //! [[nodes]]
 //! id = "n1"
@@ -80,6 +83,11 @@ pub struct RingConfig {
     /// Ring version, raised on every membership change so nodes and clients notice a new ring.
     #[serde(default = "default_version")]
     pub version: u64,
+    /// True while a membership change moves ranges: joining nodes are new owners in the target
+    /// placement, leaving and dead nodes still own their ranges, reads use the current placement
+    /// and writes go to both. Set by the cluster itself, never by hand.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub moving: bool,
     /// Tokens per node; more tokens spread load more evenly at a small cost in lookup time.
     #[serde(default = "default_vnodes")]
     pub vnodes: u32,
@@ -113,6 +121,9 @@ pub struct RingConfig {
     /// node is started with `--insecure`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSettings>,
+    /// Membership changes: streaming rate and ring gossip.
+    #[serde(default)]
+    pub membership: MembershipSettings,
     /// The nodes, in any order; placement depends only on their ids.
     pub nodes: Vec<NodeSpec>,
 }
@@ -366,6 +377,27 @@ impl TlsSettings {
     }
 }
 
+/// How membership changes move data and how nodes learn of new rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MembershipSettings {
+    /// Most MiB per second a new owner streams from one holder of a range it gains.
+    pub stream_mb_per_sec: u64,
+    /// Milliseconds between two ring-version comparisons of a node with one peer; a node that
+    /// sees a newer ring anywhere (a reply, a request, a peer) fetches it at once as well.
+    pub gossip_interval_ms: u64,
+}
+
+impl Default for MembershipSettings {
+    fn default() -> Self {
+        MembershipSettings { stream_mb_per_sec: 256, gossip_interval_ms: 1000 }
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
 /// One node of the ring.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -447,6 +479,12 @@ impl RingConfig {
             let joining = self.nodes.len() - owners;
             return Err(RingError::NAboveOwners { n, owners, joining });
         }
+        if self.moving {
+            let target = self.nodes.iter().filter(|node| node.state.in_target()).count();
+            if n > target {
+                return Err(RingError::NAboveTarget { n, target });
+            }
+        }
         if self.vnodes == 0 || self.vnodes > 4096 {
             return Err(RingError::Setting {
                 name: "vnodes",
@@ -468,6 +506,8 @@ impl RingConfig {
             ("hints.interval_ms", self.hints.interval_ms),
             ("anti_entropy.interval_ms", self.anti_entropy.interval_ms),
             ("anti_entropy.max_keys_per_sec", self.anti_entropy.max_keys_per_sec),
+            ("membership.stream_mb_per_sec", self.membership.stream_mb_per_sec),
+            ("membership.gossip_interval_ms", self.membership.gossip_interval_ms),
         ] {
             if value == 0 {
                 return Err(RingError::Setting { name, value, range: "at least 1" });

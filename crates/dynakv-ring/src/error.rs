@@ -72,6 +72,14 @@ pub enum RingError {
         /// Nodes still joining.
         joining: usize,
     },
+    /// A ring mid-change whose target placement would have fewer nodes than replicas per key.
+    #[error("replication.n = {n} but only {target} nodes would own tokens after the change")]
+    NAboveTarget {
+        /// Replicas per key.
+        n: usize,
+        /// Nodes owning tokens in the target placement.
+        target: usize,
+    },
     /// A setting outside the replication table has an unusable value.
     #[error("{name} = {value} is out of range ({range})")]
     Setting {
@@ -141,6 +149,25 @@ pub enum PlanError {
         remaining: usize,
         /// Replicas per key.
         n: usize,
+    },
+    /// A change is still moving ranges; changes are made one at a time.
+    #[error(
+        "ring version {version} is still moving ranges for the previous change; wait for it \
+         (`dynakv ring show`) and try again"
+    )]
+    Busy {
+        /// The version of the ring mid-change.
+        version: u64,
+    },
+    /// The node to replace is not marked dead or is not in the ring as a normal node.
+    #[error(
+        "node {id:?} cannot be replaced: it is {state}; only a node that is gone for good can be"
+    )]
+    NotReplaceable {
+        /// The node asked to be replaced.
+        id: String,
+        /// Its state.
+        state: NodeState,
     },
     /// The ring after the change would be invalid for another reason (an empty id, say).
     #[error(transparent)]

@@ -11,9 +11,10 @@
 //! # Layout
 //! - [`config`]: the ring file as a serde struct ([`RingConfig`]), its defaults, and validation.
 //! - [`node_state`]: [`NodeState`], joining, normal, leaving or dead, and which of them own tokens.
-//! - [`ring`]: [`Ring`], token placement, [`PreferenceList`], clockwise [`Successors`], and each
+//! - [`ring`]: [`Ring`], token placement (current and, mid-change, target), write sets, [`PreferenceList`], clockwise [`Successors`], and each
 //!   node's primary and replica share of the token space.
-//! - [`plan`]: [`Plan`], what adding or removing a node would move, against the ideal.
+//! - [`plan`]: [`Change`], [`Ring::begin`] (the ring that starts a change), and [`Plan`], what a
+//!   change would move, against the ideal.
 //! - [`error`]: [`RingError`], one variant per thing a ring file can get wrong, and [`PlanError`],
 //!   one per reason a membership change cannot be made.
 
@@ -26,10 +27,10 @@ pub mod plan;
 pub mod ring;
 
 pub use config::{
-    ClockSettings, Limits, NodeSpec, Replication, RingConfig, StorageSettings, SyncPolicy,
-    Timeouts, TlsSettings, TtlSettings,
+    ClockSettings, Limits, MembershipSettings, NodeSpec, Replication, RingConfig, StorageSettings,
+    SyncPolicy, Timeouts, TlsSettings, TtlSettings,
 };
 pub use error::{PlanError, RingError};
 pub use node_state::NodeState;
 pub use plan::{Change, NodeShift, Plan, RangeMove, Transfer};
-pub use ring::{NodeIndex, PreferenceList, Ring, Successors, TokenRange, key_token};
+pub use ring::{Gain, NodeIndex, PreferenceList, Ring, Successors, TokenRange, key_token};

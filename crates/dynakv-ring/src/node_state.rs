@@ -1,9 +1,9 @@
 //! A node's membership state in the ring file, and what it means for placement.
 //!
-//! Today a state is written by hand in the ring file. Live membership changes (not built yet) are
-//! to move nodes through them: `joining` when a node asks to join, `normal` once a ring change
-//! adds it, `leaving` (or `dead` for a node gone for good) while its ranges move away, and off
-//! the ring after that.
+//! Membership changes move nodes through them: a node waits as `joining` (owning nothing) until
+//! a change adds it; while that change moves ranges (the ring is `moving`) it is a new owner in
+//! the target placement; once the move is done it is `normal`. A node being removed is `leaving`
+//! (or `dead`, gone for good) while its ranges move away, and off the ring after that.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,12 @@ impl NodeState {
     /// True when the node has tokens on the ring, that is unless it is still joining.
     pub fn owns_tokens(self) -> bool {
         self != NodeState::Joining
+    }
+
+    /// True when the node owns tokens in the target placement of a change in progress: normal
+    /// nodes and the joining ones being added, not the leaving or dead ones being removed.
+    pub fn in_target(self) -> bool {
+        matches!(self, NodeState::Normal | NodeState::Joining)
     }
 
     /// True for the default state (kept out of serialized ring files).

@@ -29,11 +29,132 @@ pub enum Change {
         /// Where the node serves gRPC.
         addr: SocketAddr,
     },
-    /// Take a node off the ring.
+    /// Take a node off the ring: decommission it (its ranges are streamed from it and the other
+    /// holders), or, with `dead`, write it off (survivors re-replicate its ranges without it).
     Remove {
         /// The node's id.
         id: String,
+        /// The node is gone for good: nothing is streamed from it.
+        dead: bool,
     },
+    /// Put a new node in the place of one that is gone for good.
+    Replace {
+        /// The node that is gone.
+        dead: String,
+        /// The new node's id.
+        id: String,
+        /// Where the new node serves gRPC.
+        addr: SocketAddr,
+    },
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Add { id, addr } => write!(f, "add {id} at {addr}"),
+            Change::Remove { id, dead: false } => write!(f, "remove {id}"),
+            Change::Remove { id, dead: true } => write!(f, "remove dead {id}"),
+            Change::Replace { dead, id, addr } => {
+                write!(f, "replace dead {dead} by {id} at {addr}")
+            }
+        }
+    }
+}
+
+impl Ring {
+    /// The ring that starts `change`, one version later: it is `moving`, with the added node
+    /// joining, the removed one leaving (or dead), so writes reach both the current and the
+    /// target owners while ranges stream. Removing a node that owns no tokens yet takes it off at
+    /// once. The checks are those of [`Plan::new`], plus one change at a time.
+    pub fn begin(&self, change: &Change) -> Result<Ring, PlanError> {
+        if self.is_moving() {
+            return Err(PlanError::Busy { version: self.version() });
+        }
+        let mut config = self.config().clone();
+        match change {
+            Change::Add { id, addr } => {
+                check_new_node(self, id, *addr)?;
+                if !config.nodes.iter().any(|node| node.id == *id) {
+                    config.nodes.push(NodeSpec {
+                        id: id.clone(),
+                        addr: *addr,
+                        metrics: None,
+                        state: NodeState::Joining,
+                    });
+                }
+                config.moving = true;
+            }
+            Change::Remove { id, dead } => {
+                let index = check_removable(self, id)?;
+                if config.nodes[index].state.owns_tokens() {
+                    config.nodes[index].state =
+                        if *dead { NodeState::Dead } else { NodeState::Leaving };
+                    config.moving = true;
+                } else {
+                    config.nodes.remove(index);
+                }
+            }
+            Change::Replace { dead, id, addr } => {
+                let index = self.node_index(dead).map_err(|_| unknown(self, dead))?;
+                let state = config.nodes[index].state;
+                if !state.owns_tokens() {
+                    return Err(PlanError::NotReplaceable { id: dead.clone(), state });
+                }
+                check_new_node(self, id, *addr)?;
+                config.nodes[index].state = NodeState::Dead;
+                if !config.nodes.iter().any(|node| node.id == *id) {
+                    config.nodes.push(NodeSpec {
+                        id: id.clone(),
+                        addr: *addr,
+                        metrics: None,
+                        state: NodeState::Joining,
+                    });
+                }
+                config.moving = true;
+            }
+        }
+        config.version += 1;
+        Ok(Ring::new(config)?)
+    }
+}
+
+/// The error for an id the ring does not list.
+fn unknown(ring: &Ring, id: &str) -> PlanError {
+    PlanError::UnknownNode {
+        id: id.to_string(),
+        known: ring.nodes().iter().map(|n| n.id.as_str()).collect::<Vec<_>>().join(", "),
+    }
+}
+
+/// Checks that `id` at `addr` may be added: a new id and address, or a joining node at the
+/// address it joined with.
+fn check_new_node(ring: &Ring, id: &str, addr: SocketAddr) -> Result<(), PlanError> {
+    if let Some(node) = ring.nodes().iter().find(|node| node.id == id)
+        && (node.state != NodeState::Joining || node.addr != addr)
+    {
+        return Err(PlanError::DuplicateId {
+            id: id.to_string(),
+            addr: node.addr,
+            state: node.state,
+        });
+    }
+    if let Some(holder) = ring.nodes().iter().find(|node| node.addr == addr && node.id != id) {
+        return Err(PlanError::DuplicateAddr { addr, id: holder.id.clone() });
+    }
+    Ok(())
+}
+
+/// The index of the node `id`, once removing it would leave at least N nodes owning tokens.
+fn check_removable(ring: &Ring, id: &str) -> Result<usize, PlanError> {
+    let index =
+        ring.nodes().iter().position(|node| node.id == id).ok_or_else(|| unknown(ring, id))?;
+    let owns_tokens = ring.nodes()[index].state.owns_tokens();
+    let remaining = ring.placed_nodes() - usize::from(owns_tokens);
+    let n = ring.replication().n;
+    if remaining < n {
+        return Err(PlanError::BelowN { id: id.to_string(), remaining, n });
+    }
+    Ok(index)
 }
 
 /// A span of the token space whose replica set changes.
@@ -140,28 +261,17 @@ impl Plan {
     pub fn new(ring: &Ring, change: Change) -> Result<Plan, PlanError> {
         match change {
             Change::Add { id, addr } => Plan::add(ring, &id, addr),
-            Change::Remove { id } => Plan::remove(ring, &id),
+            Change::Remove { id, dead } => Plan::remove(ring, &id, dead),
+            Change::Replace { dead, id, addr } => Plan::replace(ring, &dead, &id, addr),
         }
     }
 
     /// Plans placing node `id` at `addr` on `ring`. A node already in the ring as joining, at
     /// that address, is placed where it is; any other node with that id or address is an error.
     pub fn add(ring: &Ring, id: &str, addr: SocketAddr) -> Result<Plan, PlanError> {
+        check_new_node(ring, id, addr)?;
         let mut config = ring.config().clone();
         let existing = config.nodes.iter().position(|node| node.id == id);
-        if let Some(i) = existing {
-            let node = &config.nodes[i];
-            if node.state != NodeState::Joining || node.addr != addr {
-                return Err(PlanError::DuplicateId {
-                    id: id.to_string(),
-                    addr: node.addr,
-                    state: node.state,
-                });
-            }
-        }
-        if let Some(holder) = config.nodes.iter().find(|node| node.addr == addr && node.id != id) {
-            return Err(PlanError::DuplicateAddr { addr, id: holder.id.clone() });
-        }
         match existing {
             Some(i) => config.nodes[i].state = NodeState::Normal,
             None => config.nodes.push(NodeSpec {
@@ -180,26 +290,39 @@ impl Plan {
         Ok(Plan::compare(change, ring.clone(), after, ideal))
     }
 
-    /// Plans taking node `id` off `ring`; at least N nodes owning tokens must remain.
-    pub fn remove(ring: &Ring, id: &str) -> Result<Plan, PlanError> {
-        let index = ring.nodes().iter().position(|node| node.id == id).ok_or_else(|| {
-            PlanError::UnknownNode {
-                id: id.to_string(),
-                known: ring.nodes().iter().map(|n| n.id.as_str()).collect::<Vec<_>>().join(", "),
-            }
-        })?;
-        let owns_tokens = ring.nodes()[index].state.owns_tokens();
-        let remaining = ring.placed_nodes() - usize::from(owns_tokens);
-        let n = ring.replication().n;
-        if remaining < n {
-            return Err(PlanError::BelowN { id: id.to_string(), remaining, n });
-        }
+    /// Plans taking node `id` off `ring` (written off if `dead`); at least N nodes owning tokens
+    /// must remain.
+    pub fn remove(ring: &Ring, id: &str, dead: bool) -> Result<Plan, PlanError> {
+        let index = check_removable(ring, id)?;
         let mut config = ring.config().clone();
         config.nodes.remove(index);
         config.version += 1;
         let after = Ring::new(config)?;
         let ideal = (ring.primary_shares()[index], ring.replica_shares()[index]);
-        Ok(Plan::compare(Change::Remove { id: id.to_string() }, ring.clone(), after, ideal))
+        Ok(Plan::compare(Change::Remove { id: id.to_string(), dead }, ring.clone(), after, ideal))
+    }
+
+    /// Plans putting node `id` at `addr` in the place of `dead`, which owns tokens.
+    pub fn replace(ring: &Ring, dead: &str, id: &str, addr: SocketAddr) -> Result<Plan, PlanError> {
+        let index = ring.node_index(dead).map_err(|_| unknown(ring, dead))?;
+        let state = ring.nodes()[index].state;
+        if !state.owns_tokens() {
+            return Err(PlanError::NotReplaceable { id: dead.to_string(), state });
+        }
+        check_new_node(ring, id, addr)?;
+        let mut config = ring.config().clone();
+        config.nodes.retain(|node| node.id != dead && node.id != id);
+        config.nodes.push(NodeSpec {
+            id: id.to_string(),
+            addr,
+            metrics: None,
+            state: NodeState::Normal,
+        });
+        config.version += 1;
+        let after = Ring::new(config)?;
+        let ideal = (ring.primary_shares()[index], ring.replica_shares()[index]);
+        let change = Change::Replace { dead: dead.to_string(), id: id.to_string(), addr };
+        Ok(Plan::compare(change, ring.clone(), after, ideal))
     }
 
     /// `moved_primary / ideal_primary`: 1.0 is the least movement possible; `None` when the
@@ -378,7 +501,7 @@ mod tests {
     #[test]
     fn removing_a_node_hands_out_exactly_what_it_held() {
         let before = ring(5, 3, 64);
-        let plan = Plan::remove(&before, "n2").unwrap();
+        let plan = Plan::remove(&before, "n2", false).unwrap();
         assert_eq!(plan.after.nodes().len(), 4);
         assert!(plan.after.node_index("n2").is_err());
         let gone = plan.nodes.iter().find(|s| s.id == "n2").unwrap();
@@ -398,9 +521,10 @@ mod tests {
     #[test]
     fn moving_spans_hold_exactly_the_keys_whose_replicas_change() {
         let before = ring(4, 3, 16);
-        for plan in
-            [Plan::add(&before, "n5", addr(7405)).unwrap(), Plan::remove(&before, "n1").unwrap()]
-        {
+        for plan in [
+            Plan::add(&before, "n5", addr(7405)).unwrap(),
+            Plan::remove(&before, "n1", false).unwrap(),
+        ] {
             for k in 0..20_000u32 {
                 let token = key_token(&k.to_be_bytes());
                 let changes = replica_ids(&plan.before, token) != replica_ids(&plan.after, token);
@@ -428,11 +552,11 @@ mod tests {
             "address 127.0.0.1:7401 is already used by node \"n1\""
         );
         assert_eq!(
-            err(Plan::remove(&before, "n9")).to_string(),
+            err(Plan::remove(&before, "n9", false)).to_string(),
             "node id \"n9\" is not in the ring (known: n1, n2, n3)"
         );
         assert_eq!(
-            err(Plan::remove(&before, "n3")).to_string(),
+            err(Plan::remove(&before, "n3", false)).to_string(),
             "cannot remove \"n3\": 2 nodes would remain, fewer than replication.n = 3 replicas \
              per key"
         );
@@ -458,7 +582,7 @@ mod tests {
         let elsewhere = Plan::add(&before, "n4", addr(7999)).unwrap_err().to_string();
         assert_eq!(elsewhere, "node id \"n4\" is already in the ring (at 127.0.0.1:7404, joining)");
 
-        let remove = Plan::remove(&before, "n4").unwrap();
+        let remove = Plan::remove(&before, "n4", false).unwrap();
         assert!(remove.moves.is_empty());
         assert_eq!((remove.moved_replicas, remove.primary_ratio()), (0.0, None));
     }
@@ -555,5 +679,81 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The ring a change starts writes to both placements and ends where its plan said.
+    #[test]
+    fn a_change_begins_moving_and_finishes_where_its_plan_ends() {
+        let before = ring(4, 3, 32);
+        let changes = [
+            Change::Add { id: "n5".into(), addr: addr(7405) },
+            Change::Remove { id: "n2".into(), dead: false },
+            Change::Remove { id: "n3".into(), dead: true },
+            Change::Replace { dead: "n4".into(), id: "n9".into(), addr: addr(7409) },
+        ];
+        for change in changes {
+            let joint = before.begin(&change).unwrap();
+            assert!(joint.is_moving(), "{change}");
+            assert_eq!(joint.version(), before.version() + 1);
+            let busy = joint.begin(&Change::Remove { id: "n1".into(), dead: false }).unwrap_err();
+            assert!(matches!(busy, PlanError::Busy { version } if version == joint.version()));
+            let done = joint.finished().unwrap().unwrap();
+            assert!(!done.is_moving() && done.finished().is_none());
+            assert_eq!(done.version(), before.version() + 2);
+            let plan = Plan::new(&before, change.clone()).unwrap();
+            for k in 0..2_000u32 {
+                let token = key_token(&k.to_be_bytes());
+                // Reads stay with the current owners; writes reach the target ones too.
+                assert_eq!(replica_ids(&joint, token), replica_ids(&before, token), "{change}");
+                let (current, target) = joint.write_sets(token);
+                let ids = |list: &crate::PreferenceList| {
+                    let mut ids: Vec<String> =
+                        list.iter().map(|&i| joint.nodes()[i].id.clone()).collect();
+                    ids.sort();
+                    ids
+                };
+                assert_eq!(ids(&current), replica_ids(&before, token));
+                assert_eq!(ids(&target.unwrap()), replica_ids(&plan.after, token), "{change}");
+                assert_eq!(replica_ids(&done, token), replica_ids(&plan.after, token));
+                // Every node that is a target replica but not a current one gains the token.
+                for (i, node) in joint.nodes().iter().enumerate() {
+                    let gains = joint.gains(i);
+                    let gained = gains.iter().find(|g| span_contains(g.start, g.end, token));
+                    let expect = target_has(&joint, token, i) && !current.contains(&i);
+                    assert_eq!(gained.is_some(), expect, "{change}: {} at {token}", node.id);
+                    if let Some(gain) = gained {
+                        assert_eq!(gain.holders, current);
+                    }
+                }
+            }
+        }
+    }
+
+    fn target_has(ring: &Ring, token: u64, node: usize) -> bool {
+        ring.target_preference_list(token).is_some_and(|list| list.contains(&node))
+    }
+
+    #[test]
+    fn bad_changes_leave_the_ring_as_it_was() {
+        let before = ring(3, 3, 8);
+        let err = |change: Change| before.begin(&change).unwrap_err().to_string();
+        assert!(
+            err(Change::Add { id: "n2".into(), addr: addr(7499) }).contains("already in the ring")
+        );
+        assert!(
+            err(Change::Add { id: "n9".into(), addr: addr(7401) })
+                .contains("already used by node \"n1\"")
+        );
+        assert!(
+            err(Change::Remove { id: "n2".into(), dead: false })
+                .contains("fewer than replication.n")
+        );
+        assert!(err(Change::Remove { id: "n7".into(), dead: true }).contains("not in the ring"));
+        let replace = Change::Replace { dead: "n7".into(), id: "n8".into(), addr: addr(7408) };
+        assert!(err(replace).contains("not in the ring"));
+        // A 3-node ring can replace a dead node: N stays met by the target placement.
+        let replace = Change::Replace { dead: "n2".into(), id: "n8".into(), addr: addr(7408) };
+        let joint = before.begin(&replace).unwrap();
+        assert_eq!(joint.nodes().iter().filter(|n| n.state.in_target()).count(), 3);
     }
 }

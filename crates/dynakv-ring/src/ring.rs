@@ -7,6 +7,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::config::{MAX_N, NodeSpec, Replication, RingConfig};
 use crate::error::RingError;
+use crate::node_state::NodeState;
 
 /// A node's position in [`Ring::nodes`].
 pub type NodeIndex = usize;
@@ -30,30 +31,25 @@ fn vnode_token(id: &str, vnode: u32) -> u64 {
     xxh3_64(&buf)
 }
 
-/// A validated ring: nodes, settings, and every vnode's token in clockwise order.
+/// Where one set of nodes puts its tokens: every vnode's token in clockwise order and its owner.
 #[derive(Debug, Clone)]
-pub struct Ring {
-    /// The file this ring was built from.
-    config: RingConfig,
+struct Placement {
     /// Vnode tokens, ascending; parallel to `owners` so a lookup's binary search touches only tokens.
     tokens: Vec<u64>,
     /// The node owning each token in `tokens`.
     owners: Vec<NodeIndex>,
-    /// How many nodes own tokens (all but the joining ones): a clockwise walk ends once it has
-    /// seen this many.
+    /// How many nodes own tokens: a clockwise walk ends once it has seen this many.
     placed: usize,
 }
 
-impl Ring {
-    /// Builds the ring from a validated configuration. Joining nodes get no tokens; every other
-    /// node gets `vnodes` tokens derived from its id alone.
-    pub fn new(config: RingConfig) -> Result<Self, RingError> {
-        config.validate()?;
+impl Placement {
+    /// Places `vnodes` tokens for every node that `owns` accepts; tokens derive from ids alone.
+    fn new(config: &RingConfig, owns: impl Fn(NodeState) -> bool) -> Placement {
         let mut placed: Vec<(u64, NodeIndex)> = config
             .nodes
             .iter()
             .enumerate()
-            .filter(|(_, node)| node.state.owns_tokens())
+            .filter(|(_, node)| owns(node.state))
             .flat_map(|(i, node)| (0..config.vnodes).map(move |v| (vnode_token(&node.id, v), i)))
             .collect();
         // Ties (astronomically rare) are broken by node id so every process orders them alike.
@@ -61,8 +57,54 @@ impl Ring {
             a.0.cmp(&b.0).then_with(|| config.nodes[a.1].id.cmp(&config.nodes[b.1].id))
         });
         let (tokens, owners) = placed.into_iter().unzip();
-        let placed = config.nodes.iter().filter(|node| node.state.owns_tokens()).count();
-        Ok(Ring { config, tokens, owners, placed })
+        let placed = config.nodes.iter().filter(|node| owns(node.state)).count();
+        Placement { tokens, owners, placed }
+    }
+
+    fn successors(&self, token: u64) -> Successors<'_> {
+        let start = self.tokens.partition_point(|&t| t < token);
+        Successors { placement: self, next: start, steps: 0, seen: SmallVec::new() }
+    }
+
+    fn preference_list(&self, token: u64, n: usize) -> PreferenceList {
+        self.successors(token).take(n).collect()
+    }
+
+    fn ranges(&self, n: usize) -> impl Iterator<Item = TokenRange> + '_ {
+        (0..self.tokens.len()).map(move |i| {
+            let end = self.tokens[i];
+            let start =
+                if i == 0 { self.tokens[self.tokens.len() - 1] } else { self.tokens[i - 1] };
+            TokenRange { start, end, replicas: self.preference_list(end, n) }
+        })
+    }
+}
+
+/// A validated ring: nodes, settings, and where their tokens fall.
+///
+/// Outside a membership change there is one placement: every node but the joining ones owns
+/// tokens. While a change moves ranges (`moving = true` in the ring), there are two: the
+/// *current* placement (normal, leaving and dead nodes), which reads use until the move is done,
+/// and the *target* placement (normal and joining nodes), which the ring will have after it.
+/// Writes go to both (see [`Ring::write_sets`]).
+#[derive(Debug, Clone)]
+pub struct Ring {
+    /// The file this ring was built from.
+    config: RingConfig,
+    /// The placement reads, anti-entropy and stand-ins follow.
+    current: Placement,
+    /// The placement after the change in progress, if one is.
+    target: Option<Placement>,
+}
+
+impl Ring {
+    /// Builds the ring from a validated configuration. Joining nodes get no tokens in the current
+    /// placement; every other node gets `vnodes` tokens derived from its id alone.
+    pub fn new(config: RingConfig) -> Result<Self, RingError> {
+        config.validate()?;
+        let current = Placement::new(&config, NodeState::owns_tokens);
+        let target = config.moving.then(|| Placement::new(&config, NodeState::in_target));
+        Ok(Ring { config, current, target })
     }
 
     /// Parses and validates a ring file's text.
@@ -80,6 +122,11 @@ impl Ring {
             tls.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         }
         Ring::new(config)
+    }
+
+    /// The ring as ring-file TOML, as nodes store it and send it to each other.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&self.config).expect("a ring configuration always serializes")
     }
 
     /// The configuration the ring was built from.
@@ -110,36 +157,106 @@ impl Ring {
         })
     }
 
-    /// How many nodes own tokens: every node but the joining ones.
+    /// How many nodes own tokens in the current placement: every node but the joining ones.
     pub fn placed_nodes(&self) -> usize {
-        self.placed
+        self.current.placed
     }
 
-    /// The N replicas of the key with this token, primary first.
+    /// The N replicas of the key with this token, primary first, in the current placement:
+    /// the nodes reads go to.
     pub fn preference_list(&self, token: u64) -> PreferenceList {
-        self.successors(token).take(self.config.replication.n).collect()
+        self.current.preference_list(token, self.config.replication.n)
     }
 
     /// Every node that owns tokens once, clockwise from `token`: the preference list, then the
     /// nodes that stand in for unreachable replicas, in order.
     pub fn successors(&self, token: u64) -> Successors<'_> {
-        let start = self.tokens.partition_point(|&t| t < token);
-        Successors { ring: self, next: start, steps: 0, seen: SmallVec::new() }
+        self.current.successors(token)
     }
 
-    /// Every vnode token, ascending.
+    /// Every vnode token of the current placement, ascending.
     pub(crate) fn tokens(&self) -> &[u64] {
-        &self.tokens
+        &self.current.tokens
     }
 
-    /// Every vnode's range of the ring with its preference list, in token order.
+    /// Every vnode's range of the current placement with its preference list, in token order.
     pub fn ranges(&self) -> impl Iterator<Item = TokenRange> + '_ {
-        (0..self.tokens.len()).map(move |i| {
-            let end = self.tokens[i];
-            let start =
-                if i == 0 { self.tokens[self.tokens.len() - 1] } else { self.tokens[i - 1] };
-            TokenRange { start, end, replicas: self.preference_list(end) }
-        })
+        self.current.ranges(self.config.replication.n)
+    }
+
+    /// True while a membership change moves ranges (the ring has a target placement).
+    pub fn is_moving(&self) -> bool {
+        self.target.is_some()
+    }
+
+    /// The key's replicas in the target placement, while a change is in progress.
+    pub fn target_preference_list(&self, token: u64) -> Option<PreferenceList> {
+        Some(self.target.as_ref()?.preference_list(token, self.config.replication.n))
+    }
+
+    /// Every vnode's range of the target placement, while a change is in progress (else none).
+    pub fn target_ranges(&self) -> impl Iterator<Item = TokenRange> + '_ {
+        let n = self.config.replication.n;
+        self.target.iter().flat_map(move |target| target.ranges(n))
+    }
+
+    /// Where a write of the key goes: the current replicas, and while a change is in progress
+    /// the target replicas too. A write needs its quorum in each set (a joint quorum), so it
+    /// reaches the new owners of a moving range as well as the old ones.
+    pub fn write_sets(&self, token: u64) -> (PreferenceList, Option<PreferenceList>) {
+        (self.preference_list(token), self.target_preference_list(token))
+    }
+
+    /// True when `node` is a replica of the token in the current or the target placement.
+    pub fn holds(&self, token: u64, node: NodeIndex) -> bool {
+        let (current, target) = self.write_sets(token);
+        current.contains(&node) || target.is_some_and(|t| t.contains(&node))
+    }
+
+    /// The spans `node` gains in the change in progress (it is a target replica there but not a
+    /// current one), each with the current replicas that hold it, in token order; adjacent spans
+    /// with the same holders are merged. Empty outside a change.
+    pub fn gains(&self, node: NodeIndex) -> Vec<Gain> {
+        let Some(target) = &self.target else { return Vec::new() };
+        let n = self.config.replication.n;
+        let mut bounds: Vec<u64> =
+            self.current.tokens.iter().chain(&target.tokens).copied().collect();
+        bounds.sort_unstable();
+        bounds.dedup();
+        let mut gains: Vec<Gain> = Vec::new();
+        for (i, &end) in bounds.iter().enumerate() {
+            let start = if i == 0 { bounds[bounds.len() - 1] } else { bounds[i - 1] };
+            let holders = self.current.preference_list(end, n);
+            if !target.preference_list(end, n).contains(&node) || holders.contains(&node) {
+                continue;
+            }
+            match gains.last_mut() {
+                Some(last) if last.end == start && last.holders == holders => last.end = end,
+                _ => gains.push(Gain { start, end, holders }),
+            }
+        }
+        gains
+    }
+
+    /// The ids of the nodes whose vote decides the next ring: those owning tokens now.
+    pub fn voters(&self) -> Vec<NodeIndex> {
+        (0..self.config.nodes.len()).filter(|&i| self.config.nodes[i].state.owns_tokens()).collect()
+    }
+
+    /// The ring once the change in progress is done, one version later: joining nodes become
+    /// normal, leaving and dead nodes are gone. `None` when no change is in progress.
+    pub fn finished(&self) -> Option<Result<Ring, RingError>> {
+        if !self.is_moving() {
+            return None;
+        }
+        let mut config = self.config.clone();
+        config.nodes.retain(|node| node.state.in_target());
+        for node in &mut config.nodes {
+            node.state = NodeState::Normal;
+        }
+        config.moving = false;
+        config.version += 1;
+        Some(Ring::new(config))
     }
 
     /// The share of the token space each node is primary for, indexed by [`NodeIndex`]; sums to 1.
@@ -162,6 +279,18 @@ impl Ring {
         }
         shares
     }
+}
+
+/// A span of the token space, `(start, end]` clockwise, that a node gains in a change, and the
+/// current replicas that hold its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gain {
+    /// Exclusive lower bound.
+    pub start: u64,
+    /// Inclusive upper bound.
+    pub end: u64,
+    /// The span's current replicas (dead ones included), primary first.
+    pub holders: PreferenceList,
 }
 
 /// A vnode's range of the token space, `(start, end]` clockwise, and the replicas that hold it.
@@ -203,7 +332,7 @@ pub(crate) fn span_contains(start: u64, end: u64, token: u64) -> bool {
 /// Distinct nodes clockwise from a token; see [`Ring::successors`].
 #[derive(Debug)]
 pub struct Successors<'a> {
-    ring: &'a Ring,
+    placement: &'a Placement,
     /// Position in `tokens` of the next vnode to look at (may equal its length: wrap to 0).
     next: usize,
     /// Vnodes looked at so far; the walk ends after one full turn.
@@ -216,7 +345,7 @@ impl Iterator for Successors<'_> {
     type Item = NodeIndex;
 
     fn next(&mut self) -> Option<NodeIndex> {
-        let ring = self.ring;
+        let ring = self.placement;
         while self.steps < ring.tokens.len() && self.seen.len() < ring.placed {
             if self.next >= ring.tokens.len() {
                 self.next = 0;

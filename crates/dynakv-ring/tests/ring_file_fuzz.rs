@@ -106,6 +106,7 @@ fn check_error(error: &RingError, text: &str) -> Result<(), TestCaseError> {
         RingError::NAboveOwners { n, owners, .. } => {
             *n > *owners && message.contains("replication.n")
         }
+        RingError::NAboveTarget { n, target } => *n > *target && message.contains("replication.n"),
         RingError::Setting { name, .. } => message.starts_with(name),
         RingError::TlsUnpaired { set, missing } => {
             message.contains(set) && message.contains(missing)

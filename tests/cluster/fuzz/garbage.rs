@@ -110,7 +110,11 @@ fn any_message() -> BoxedStrategy<Bytes> {
     let encode = |m: &dyn Fn() -> Vec<u8>| Bytes::from(m());
     let spans = || prop::collection::vec(span(), 0..4);
     prop_oneof![
-        key().prop_map(move |key| encode(&|| v1::ReadRequest { key: key.clone() }.encode_to_vec())),
+        key().prop_map(move |key| encode(&|| v1::ReadRequest {
+            ring_version: 0,
+            key: key.clone()
+        }
+        .encode_to_vec())),
         write_request().prop_map(move |w| encode(&|| w.encode_to_vec())),
         spans().prop_map(move |spans| {
             encode(&|| v1::DigestRequest { spans: spans.clone() }.encode_to_vec())

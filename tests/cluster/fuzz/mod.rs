@@ -452,7 +452,12 @@ pub fn hint_for() -> BoxedStrategy<String> {
 /// Write requests from all of the above.
 pub fn write_request() -> BoxedStrategy<v1::WriteRequest> {
     (key(), record(), hint_for())
-        .prop_map(|(key, record, hint_for)| v1::WriteRequest { key, record, hint_for })
+        .prop_map(|(key, record, hint_for)| v1::WriteRequest {
+            ring_version: 0,
+            key,
+            record,
+            hint_for,
+        })
         .boxed()
 }
 

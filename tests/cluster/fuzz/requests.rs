@@ -38,7 +38,7 @@ fn reads_and_writes_end_in_typed_errors() {
 async fn read_case(node: &FuzzNode, tally: &Tally, key: Bytes) -> Result<(), TestCaseError> {
     let before = node.snapshot().await?;
     let expect = expect_read(node, &key);
-    let result = node.raw.clone().read(v1::ReadRequest { key }).await;
+    let result = node.raw.clone().read(v1::ReadRequest { ring_version: 0, key }).await;
     if let Some(answer) = settle(node, tally, "Read", expect, false, before, result).await? {
         prop_assert_eq!(answer.ring_version, node.ring.version());
         prop_assert_eq!(node.snapshot().await?, before, "a read changed storage");
@@ -79,7 +79,8 @@ async fn write_case(
     }
     // What a replica applied, it now holds: a tombstone without the value it was sent with.
     if answer.applied && node.replicates(&request.key) {
-        let read = node.raw.clone().read(v1::ReadRequest { key: request.key }).await;
+        let read =
+            node.raw.clone().read(v1::ReadRequest { ring_version: 0, key: request.key }).await;
         let held = read.map_err(|s| TestCaseError::fail(format!("read back: {s:?}")))?;
         let held = held.into_inner().record.ok_or_else(|| TestCaseError::fail("not held"))?;
         prop_assert_eq!(held.version, Some(offered));
@@ -107,7 +108,7 @@ fn batches_end_in_typed_errors() {
 /// One batch operation: a read, a write or no op at all.
 fn op() -> BoxedStrategy<v1::BatchOp> {
     prop_oneof![
-        4 => key().prop_map(|key| Some(Op::Read(v1::ReadRequest { key }))),
+        4 => key().prop_map(|key| Some(Op::Read(v1::ReadRequest { ring_version: 0, key }))),
         6 => write_request().prop_map(|write| Some(Op::Write(write))),
         1 => Just(None),
     ]
@@ -120,7 +121,7 @@ fn op() -> BoxedStrategy<v1::BatchOp> {
 fn batch() -> BoxedStrategy<Vec<v1::BatchOp>> {
     let cheap = prop_oneof![
         Just(None),
-        Just(Some(Op::Read(v1::ReadRequest { key: Bytes::new() }))),
+        Just(Some(Op::Read(v1::ReadRequest { ring_version: 0, key: Bytes::new() }))),
         Just(Some(Op::Write(v1::WriteRequest { key: Bytes::from("k"), ..Default::default() }))),
     ];
     let large = (prop::collection::vec(op(), 0..4), MAX_BATCH_OPS - 1..=MAX_BATCH_OPS + 2, cheap)
@@ -257,7 +258,9 @@ async fn seed(node: &FuzzNode) -> Seeded {
         let record = Some(v1::Record { version, tombstone, value, expires_at_ms });
         let key = owned_key(node, i);
         records.push(key_token(&key));
-        raw.write(v1::WriteRequest { key, record, hint_for: String::new() }).await.expect("seed");
+        raw.write(v1::WriteRequest { ring_version: 0, key, record, hint_for: String::new() })
+            .await
+            .expect("seed");
     }
     let mut hinted = Vec::new();
     for (owner, index) in [("n2", 1), ("n3", 2)] {
@@ -269,7 +272,9 @@ async fn seed(node: &FuzzNode) -> Seeded {
                 Some(v1::Record { version, value: Bytes::from("hinted"), ..Default::default() });
             hinted.push(key_token(&key));
             let hint_for = owner.to_string();
-            raw.write(v1::WriteRequest { key, record, hint_for }).await.expect("seed a hint");
+            raw.write(v1::WriteRequest { ring_version: 0, key, record, hint_for })
+                .await
+                .expect("seed a hint");
         }
     }
     Seeded { records, hints: hinted }
@@ -314,7 +319,11 @@ async fn hint_spans_case(
     hinted: &[u64],
 ) -> Result<(), TestCaseError> {
     let before = node.snapshot().await?;
-    let result = node.raw.clone().hint_spans(v1::HintSpansRequest { spans: spans.clone() }).await;
+    let result = node
+        .raw
+        .clone()
+        .hint_spans(v1::HintSpansRequest { spans: spans.clone(), ignore_owners: Vec::new() })
+        .await;
     let Some(answer) =
         settle(node, tally, "HintSpans", Expect::Accept, false, before, result).await?
     else {
@@ -446,7 +455,7 @@ async fn a_version_at_u64_max_leaves_the_node_serving() {
     let version = Some(v1::Version { timestamp: u64::MAX, writer: 1 });
     let record = Some(v1::Record { version, value: Bytes::from("v"), ..Default::default() });
     let key = owned_key(&node, 0);
-    let write = v1::WriteRequest { key, record, hint_for: String::new() };
+    let write = v1::WriteRequest { ring_version: 0, key, record, hint_for: String::new() };
     // Accepted today; refusing it (with a typed code) is as good.
     let _ = node.raw.clone().write(write).await;
     for _ in 0..2 {

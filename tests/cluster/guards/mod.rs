@@ -39,6 +39,7 @@ async fn raw_write(
     record: Record,
 ) -> v1::WriteResponse {
     let request = v1::WriteRequest {
+        ring_version: 0,
         key: Bytes::copy_from_slice(key.as_bytes()),
         record: Some(record.into()),
         hint_for: String::new(),
@@ -48,7 +49,7 @@ async fn raw_write(
 
 /// What one node holds for `key`, tombstones and expired records included.
 async fn raw_read(raw: &mut ReplicaClient<Channel>, key: &str) -> Option<Record> {
-    let request = v1::ReadRequest { key: Bytes::copy_from_slice(key.as_bytes()) };
+    let request = v1::ReadRequest { ring_version: 0, key: Bytes::copy_from_slice(key.as_bytes()) };
     let reply = raw.read(request).await.expect("raw read").into_inner();
     reply.record.map(|r| Record::try_from(r).expect("well-formed record"))
 }

@@ -291,11 +291,17 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `dynakv node --ring <ring> --id <id> --data-dir <dir>`.
     pub fn start(ring: &Path, id: &str, data_dir: &Path) -> NodeProcess {
+        NodeProcess::start_with(ring, id, data_dir, &[])
+    }
+
+    /// Starts `dynakv node --ring <ring> --id <id> --data-dir <dir>` with more arguments.
+    pub fn start_with(ring: &Path, id: &str, data_dir: &Path, more: &[&str]) -> NodeProcess {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_dynakv"))
             .args(["node", "--ring"])
             .arg(ring)
             .args(["--id", id, "--data-dir"])
             .arg(data_dir)
+            .args(more)
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("spawn dynakv node");
