@@ -4,6 +4,8 @@
 # table and writes JSON per run into the output directory.
 #
 #   benches/targets.sh [OUT_DIR]        (default: target/bench-results)
+#   SUITE=consistency benches/targets.sh [OUT_DIR]
+#                                       quorum vs linearizable: workloads w and b at c=1 and c=64
 #
 # Environment: BIN (default target/release/dynakv, build it first), PORT_BASE (default 17410),
 # OPS (default 100000), RUNS (default 3).
@@ -13,6 +15,7 @@ BIN=${BIN:-target/release/dynakv}
 PORT_BASE=${PORT_BASE:-17410}
 OPS=${OPS:-100000}
 RUNS=${RUNS:-3}
+SUITE=${SUITE:-targets}
 OUT=${1:-target/bench-results}
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
@@ -48,6 +51,19 @@ bench() {
         "$BIN" bench --ring "$WORK/ring.toml" --client-threads 1 --max-duration 120s --json "$OUT/$name-$run.json" "$@"
     done
 }
+
+if [[ "$SUITE" == consistency ]]; then
+    start_cluster os
+    # Loads the keyspace once; every run after it reuses it.
+    "$BIN" bench --ring "$WORK/ring.toml" --workload c --ops 1 --concurrency 1 > /dev/null
+    for level in quorum linearizable; do
+        bench "w-c64-$level" --no-preload --workload w --ops "$OPS" --concurrency 64 --consistency "$level"
+        bench "b-c64-$level" --no-preload --workload b --ops "$OPS" --concurrency 64 --consistency "$level"
+        bench "w-c1-$level" --no-preload --workload w --ops $((OPS / 10)) --concurrency 1 --consistency "$level"
+        bench "b-c1-$level" --no-preload --workload b --ops $((OPS / 10)) --concurrency 1 --consistency "$level"
+    done
+    exit 0
+fi
 
 start_cluster os
 bench w-c64 --workload w --ops "$OPS" --concurrency 64

@@ -136,6 +136,30 @@ pub struct DevArgs {
     pub tls: bool,
 }
 
+/// `--consistency`: a named level for one command; `--r`/`--w` still override its quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsistencyArg {
+    /// R = W = 1.
+    One,
+    /// R and W from the ring file.
+    Quorum,
+    /// R = W = N.
+    All,
+    /// Linearizable over strict majorities (ABD); takes no --r or --w.
+    Linearizable,
+}
+
+impl From<ConsistencyArg> for dynakv_client::Consistency {
+    fn from(level: ConsistencyArg) -> Self {
+        match level {
+            ConsistencyArg::One => Self::One,
+            ConsistencyArg::Quorum => Self::Quorum,
+            ConsistencyArg::All => Self::All,
+            ConsistencyArg::Linearizable => Self::Linearizable,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PutArgs {
     #[command(flatten)]
@@ -152,6 +176,9 @@ pub struct PutArgs {
     /// Count only the key's own replicas toward W (no sloppy quorum).
     #[arg(long)]
     pub strict: bool,
+    /// Consistency level [default: quorum]; --w overrides its W.
+    #[arg(long, value_enum)]
+    pub consistency: Option<ConsistencyArg>,
     /// Expire the value this long after the put, e.g. `30s`, `5m`, `1h 30m` [default: never].
     /// With --batch, applies to lines that give no ttl of their own.
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -172,6 +199,9 @@ pub struct GetArgs {
     /// Replies to wait for [default: the ring's r].
     #[arg(long)]
     pub r: Option<usize>,
+    /// Consistency level [default: quorum]; --r overrides its R.
+    #[arg(long, value_enum)]
+    pub consistency: Option<ConsistencyArg>,
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +215,9 @@ pub struct DeleteArgs {
     /// Count only the key's own replicas toward W (no sloppy quorum).
     #[arg(long)]
     pub strict: bool,
+    /// Consistency level [default: quorum]; --w overrides its W.
+    #[arg(long, value_enum)]
+    pub consistency: Option<ConsistencyArg>,
 }
 
 #[derive(Debug, Args)]
@@ -382,6 +415,10 @@ pub struct BenchRunArgs {
     /// Write quorum [default: the ring's w].
     #[arg(long)]
     pub w: Option<usize>,
+    /// Consistency level of every operation [default: quorum]; --r and --w override its
+    /// quorums, except with linearizable, which takes neither.
+    #[arg(long, value_enum)]
+    pub consistency: Option<ConsistencyArg>,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -10,7 +10,8 @@ use crate::cli::{DeleteArgs, GetArgs, InspectArgs, PutArgs};
 
 pub async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(&args.ring)?;
-    let options = WriteOptions { w: args.w, strict: args.strict };
+    let consistency = args.consistency.map(Into::into);
+    let options = WriteOptions { w: args.w, strict: args.strict, consistency };
     if let Some(file) = &args.batch {
         return super::batch::put_file(&client, file, args.ttl, options).await;
     }
@@ -28,7 +29,8 @@ pub async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(&args.ring)?;
-    let result = client.get_with(args.key, ReadOptions { r: args.r }).await;
+    let options = ReadOptions { r: args.r, consistency: args.consistency.map(Into::into) };
+    let result = client.get_with(args.key, options).await;
     // Let read repair finish before the process exits.
     client.settle().await;
     match result? {
@@ -47,8 +49,9 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(&args.ring)?;
-    let result =
-        client.delete_with(args.key, WriteOptions { w: args.w, strict: args.strict }).await;
+    let consistency = args.consistency.map(Into::into);
+    let options = WriteOptions { w: args.w, strict: args.strict, consistency };
+    let result = client.delete_with(args.key, options).await;
     client.settle().await;
     match result {
         Ok(written) => Ok(super::write_done(written, "deleted")),

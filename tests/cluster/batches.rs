@@ -72,7 +72,10 @@ async fn batches_of_mixed_outcomes_with_one_node_down() {
     assert!(ok > 0 && failed > 0, "both outcomes occur: {ok} ok, {failed} failed");
 
     // Reads with R = 3 fail exactly where the writes did; with R = 2 every value is there.
-    let strict = client.get_many_with(keys.clone(), ReadOptions { r: Some(3) }).await.unwrap();
+    let strict = client
+        .get_many_with(keys.clone(), ReadOptions { r: Some(3), ..Default::default() })
+        .await
+        .unwrap();
     for (key, result) in keys.iter().zip(&strict) {
         match result {
             Ok(value) => {
@@ -171,7 +174,10 @@ async fn batches_larger_than_one_call_are_split_and_each_op_reports() {
     for status in client.node_statuses().await {
         assert_eq!(status.reply.unwrap().keys, 2500, "{} holds every key", status.id);
     }
-    let err = client.get_many_with(["k"], ReadOptions { r: Some(4) }).await.unwrap_err();
+    let err = client
+        .get_many_with(["k"], ReadOptions { r: Some(4), ..Default::default() })
+        .await
+        .unwrap_err();
     assert!(matches!(err, ClientError::InvalidQuorum { asked: 4, .. }), "{err}");
     cluster.shutdown().await;
 }

@@ -88,7 +88,9 @@ async fn stand_ins_count_toward_w_unless_strict() {
     cluster.stop(replicas[2]).await;
     let client = cluster.client();
 
-    let strict = client.put_with(key.clone(), "v", WriteOptions { w: Some(2), strict: true }).await;
+    let strict = client
+        .put_with(key.clone(), "v", WriteOptions { w: Some(2), strict: true, ..Default::default() })
+        .await;
     assert!(matches!(strict, Err(ClientError::Quorum(ref q)) if q.got == 1), "{strict:?}");
 
     // Failed replicas are stood in for by the next live nodes clockwise, which keep hints. The
@@ -97,7 +99,10 @@ async fn stand_ins_count_toward_w_unless_strict() {
     client.put(key.clone(), "v2").await.unwrap();
     client.settle().await;
     assert_eq!(
-        client.get_with(key.clone(), dynakv_client::ReadOptions { r: Some(1) }).await.unwrap(),
+        client
+            .get_with(key.clone(), dynakv_client::ReadOptions { r: Some(1), ..Default::default() })
+            .await
+            .unwrap(),
         Some(Bytes::from("v2"))
     );
     let held: u64 = counts(&client).await.iter().filter(|c| c.1 != u64::MAX).map(|c| c.1).sum();

@@ -21,6 +21,7 @@ mod fuzz;
 mod guards;
 mod handoff;
 mod lifecycle_cli;
+mod linearizable;
 mod membership;
 mod metrics;
 mod repair;

@@ -73,7 +73,7 @@ async fn quorum_overrides_are_checked() {
     use dynakv_client::{ClientError, ReadOptions, WriteOptions};
     client.put_with("k", "v", WriteOptions { w: Some(3), ..Default::default() }).await.unwrap();
     assert_eq!(
-        client.get_with("k", ReadOptions { r: Some(1) }).await.unwrap(),
+        client.get_with("k", ReadOptions { r: Some(1), ..Default::default() }).await.unwrap(),
         Some(Bytes::from("v"))
     );
     let err = client
@@ -81,7 +81,8 @@ async fn quorum_overrides_are_checked() {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::InvalidQuorum { asked: 4, n: 3, .. }), "{err}");
-    let err = client.get_with("k", ReadOptions { r: Some(0) }).await.unwrap_err();
+    let err =
+        client.get_with("k", ReadOptions { r: Some(0), ..Default::default() }).await.unwrap_err();
     assert!(matches!(err, ClientError::InvalidQuorum { asked: 0, .. }), "{err}");
     cluster.shutdown().await;
 }

@@ -198,7 +198,10 @@ async fn an_expired_key_is_not_resurrected_by_an_older_copy() {
     let stale = cluster.replica_record(&reader, 2, "k").await.unwrap();
     assert_eq!(stale.value, Some(Bytes::from("old")));
     assert_eq!(
-        reader.get_with("k", dynakv_client::ReadOptions { r: Some(3) }).await.unwrap(),
+        reader
+            .get_with("k", dynakv_client::ReadOptions { r: Some(3), ..Default::default() })
+            .await
+            .unwrap(),
         None
     );
     reader.settle().await;

@@ -22,6 +22,7 @@ use dynakv_core::{Record, validate_key};
 use futures::StreamExt;
 
 use crate::client::Client;
+use crate::consistency::Level;
 use crate::error::{ClientError, Op, Written};
 use crate::options::{ReadOptions, WriteOptions};
 use crate::quorum::Late;
@@ -75,12 +76,12 @@ impl Client {
         puts: impl IntoIterator<Item = BatchPut>,
         options: WriteOptions,
     ) -> Result<WriteResults, ClientError> {
-        let w = self.quorum(Op::Write, options.w)?;
+        let level = self.level(Op::Write, options.w, options.consistency)?;
         self.follow_cluster_time().await;
         // Versions are taken in request order, before anything is sent.
         let prepared: Vec<_> =
             puts.into_iter().map(|put| self.prepare_put(put.key, put.value, put.ttl)).collect();
-        Ok(self.run_each(prepared, |item| self.write_item(item, w, options.strict)).await)
+        Ok(self.run_each(prepared, |item| self.write_item(item, level, options.strict)).await)
     }
 
     /// Deletes many keys with the default W; one outcome per key, in order. Not atomic.
@@ -97,11 +98,11 @@ impl Client {
         keys: impl IntoIterator<Item = K>,
         options: WriteOptions,
     ) -> Result<WriteResults, ClientError> {
-        let w = self.quorum(Op::Write, options.w)?;
+        let level = self.level(Op::Write, options.w, options.consistency)?;
         self.follow_cluster_time().await;
         let prepared: Vec<_> =
             keys.into_iter().map(|key| self.prepare_delete(key.into())).collect();
-        Ok(self.run_each(prepared, |item| self.write_item(item, w, options.strict)).await)
+        Ok(self.run_each(prepared, |item| self.write_item(item, level, options.strict)).await)
     }
 
     /// Reads many keys with the default R; one outcome per key, in order: `None` when missing,
@@ -119,7 +120,7 @@ impl Client {
         keys: impl IntoIterator<Item = K>,
         options: ReadOptions,
     ) -> Result<ReadResults, ClientError> {
-        let r = self.quorum(Op::Read, options.r)?;
+        let level = self.level(Op::Read, options.r, options.consistency)?;
         let prepared: Vec<_> = keys
             .into_iter()
             .map(|key| {
@@ -130,7 +131,7 @@ impl Client {
             .collect();
         Ok(self
             .run_each(prepared, |key| async move {
-                let record = self.read_retrying(key, r, Late::Await).await?;
+                let record = self.read_at(level, key, Late::Await).await?;
                 Ok(record.and_then(|record| record.visible_value(self.now_ms()).cloned()))
             })
             .await)
@@ -140,12 +141,10 @@ impl Client {
     async fn write_item(
         &self,
         (key, record): (Bytes, Record),
-        w: usize,
+        level: Level,
         strict: bool,
     ) -> Result<Written, ClientError> {
-        let version = record.version;
-        let outcome = self.write_retrying(key, record, w, strict, Late::Await).await?;
-        Ok(Written { version, outcome })
+        self.write_at(level, key, record, strict, Late::Await).await
     }
 
     /// Runs `operation` on every prepared item, at most `max_concurrent_batch_ops` at a time;

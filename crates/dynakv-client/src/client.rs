@@ -260,14 +260,12 @@ impl Client {
         ttl: Option<Duration>,
         options: WriteOptions,
     ) -> Result<Written, ClientError> {
-        let w = self.quorum(Op::Write, options.w)?;
+        let level = self.level(Op::Write, options.w, options.consistency)?;
         validate_key(&key)?;
         validate_value(&value, self.shared.options.max_value_bytes)?;
         self.follow_cluster_time().await;
         let (key, record) = self.prepare_put(key, value, ttl)?;
-        let version = record.version;
-        let outcome = self.write_retrying(key, record, w, options.strict, Late::Background).await?;
-        Ok(Written { version, outcome })
+        self.write_at(level, key, record, options.strict, Late::Background).await
     }
 
     /// Moves this client's clock forward to cluster time if it has not yet (once per client):
@@ -329,14 +327,12 @@ impl Client {
         key: impl Into<Bytes>,
         options: WriteOptions,
     ) -> Result<Written, ClientError> {
-        let w = self.quorum(Op::Write, options.w)?;
+        let level = self.level(Op::Write, options.w, options.consistency)?;
         let key = key.into();
         validate_key(&key)?;
         self.follow_cluster_time().await;
         let (key, record) = self.prepare_delete(key)?;
-        let version = record.version;
-        let outcome = self.write_retrying(key, record, w, options.strict, Late::Background).await?;
-        Ok(Written { version, outcome })
+        self.write_at(level, key, record, options.strict, Late::Background).await
     }
 
     /// The value under `key` with the default R; `None` when missing, deleted or expired.
@@ -369,8 +365,8 @@ impl Client {
     ) -> Result<Option<Versioned>, ClientError> {
         let key = key.into();
         validate_key(&key)?;
-        let r = self.quorum(Op::Read, options.r)?;
-        let record = self.read_retrying(key, r, Late::Background).await?;
+        let level = self.level(Op::Read, options.r, options.consistency)?;
+        let record = self.read_at(level, key, Late::Background).await?;
         Ok(record.and_then(|record| {
             let value = record.visible_value(self.now_ms())?.clone();
             Some(Versioned { value, version: record.version })
@@ -522,20 +518,6 @@ impl Client {
         self.shared.background.close();
         self.shared.background.wait().await;
         self.shared.background.reopen();
-    }
-
-    /// The quorum to use: the override, or the ring's default, checked against N.
-    pub(crate) fn quorum(&self, op: Op, asked: Option<usize>) -> Result<usize, ClientError> {
-        let replication = self.shared.ring.replication();
-        let default = match op {
-            Op::Read => replication.r,
-            Op::Write => replication.w,
-        };
-        let quorum = asked.unwrap_or(default);
-        if quorum == 0 || quorum > replication.n {
-            return Err(ClientError::InvalidQuorum { op, asked: quorum, n: replication.n });
-        }
-        Ok(quorum)
     }
 
     /// A fresh version for one write of this client.

@@ -25,6 +25,26 @@ pub enum ClientError {
     /// Fewer replicas answered than the quorum needs.
     #[error(transparent)]
     Quorum(#[from] QuorumError),
+    /// A per-call R or W asked of a linearizable operation, which always uses majorities.
+    #[error(
+        "{op} quorum {asked} given with consistency linearizable, which uses strict majorities"
+    )]
+    QuorumWithLinearizable {
+        /// Read or write.
+        op: Op,
+        /// The quorum asked for.
+        asked: usize,
+    },
+    /// A linearizable operation missed a strict majority in one of its rounds.
+    #[error("linearizable {op}: {round} missed its majority: {quorum}{}", not_sent(*.op, *.round))]
+    Linearizable {
+        /// A get, or a put or delete.
+        op: Op,
+        /// The round that failed.
+        round: Round,
+        /// How many replicas answered, and why the others did not.
+        quorum: QuorumError,
+    },
     /// A time-to-live of zero, or too long to express as an expiry time.
     #[error("invalid ttl {ttl:?}: must be at least 1ms and end before the year 10000")]
     InvalidTtl {
@@ -62,6 +82,7 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ClientError::Quorum(quorum) => quorum.is_retryable(),
+            ClientError::Linearizable { quorum, .. } => quorum.is_retryable(),
             ClientError::Node { cause, .. } => cause.is_retryable(),
             _ => false,
         }
@@ -73,9 +94,17 @@ impl ClientError {
     pub fn write_outcome(&self) -> Option<WriteOutcome> {
         match self {
             ClientError::Quorum(quorum) if quorum.op == Op::Write => Some(quorum.write_outcome()),
-            ClientError::Quorum(_) | ClientError::Node { .. } | ClientError::UnknownNode(_) => None,
+            ClientError::Linearizable { op: Op::Write, round: Round::ReadVersions, .. } => {
+                Some(WriteOutcome::NotApplied)
+            }
+            ClientError::Linearizable { op: Op::Write, quorum, .. } => Some(quorum.write_outcome()),
+            ClientError::Quorum(_)
+            | ClientError::Linearizable { .. }
+            | ClientError::Node { .. }
+            | ClientError::UnknownNode(_) => None,
             ClientError::Input(_)
             | ClientError::InvalidQuorum { .. }
+            | ClientError::QuorumWithLinearizable { .. }
             | ClientError::InvalidTtl { .. }
             | ClientError::Address { .. }
             | ClientError::Tls(_) => Some(WriteOutcome::NotApplied),
@@ -97,6 +126,36 @@ impl fmt::Display for Op {
         f.write_str(match self {
             Op::Read => "read",
             Op::Write => "write",
+        })
+    }
+}
+
+/// What a failed linearizable write that never reached its write round adds to its message.
+fn not_sent(op: Op, round: Round) -> &'static str {
+    match (op, round) {
+        (Op::Write, Round::ReadVersions) => "; the write was not applied",
+        _ => "",
+    }
+}
+
+/// The rounds of a linearizable operation (see [`crate::linearizable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    /// Reading the key from a majority: the versions a put or delete must write above, or the
+    /// record a get returns. Nothing has been written when this round fails.
+    ReadVersions,
+    /// Writing a put's or delete's record to a majority.
+    Write,
+    /// A get writing the newest record it read back to a majority before returning it.
+    WriteBack,
+}
+
+impl fmt::Display for Round {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Round::ReadVersions => "reading the newest version",
+            Round::Write => "writing",
+            Round::WriteBack => "writing the newest record back",
         })
     }
 }

@@ -36,6 +36,10 @@
 //! - [`batch`]: `put_many`, `get_many`, `delete_many`: every key through the single-key rounds,
 //!   concurrently and bounded; one outcome per operation (not atomic across keys).
 //! - [`options`]: [`ClientOptions`], per-call [`ReadOptions`] and [`WriteOptions`].
+//! - [`consistency`]: [`Consistency`] levels (`One`, `Quorum`, `All`, `Custom`, `Linearizable`),
+//!   set on the client or per call, and the quorum each one waits for.
+//! - [`linearizable`]: the ABD rounds of linearizable gets, puts and deletes over strict
+//!   majorities.
 //! - [`quorum`]: the read and write rounds every operation runs: the concurrent fan-out that
 //!   waits for R or W replies, stand-ins and hints for unreachable replicas.
 //! - [`repair`]: asynchronous read repair of stale replicas.
@@ -53,7 +57,9 @@ pub mod batch;
 pub mod client;
 mod cluster_time;
 mod coalesce;
+pub mod consistency;
 pub mod error;
+pub mod linearizable;
 pub mod options;
 pub mod quorum;
 pub mod repair;
@@ -64,9 +70,10 @@ pub use batch::{BatchPut, ReadResults, WriteResults};
 pub use client::{
     Client, ClientBuilder, DumpedRecord, Inspection, NodeReport, NodeStatus, ReplicaView, Versioned,
 };
+pub use consistency::{Consistency, UnknownConsistency};
 pub use dynakv_core::{HandoffReport, HealthPolicy, NodeHealth, RepairReport};
 pub use dynakv_tls::Caller;
 pub use error::{
-    ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, WriteOutcome, Written,
+    ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, Round, WriteOutcome, Written,
 };
 pub use options::{ClientOptions, ReadOptions, WriteOptions};

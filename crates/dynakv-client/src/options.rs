@@ -5,6 +5,8 @@ use std::time::Duration;
 use dynakv_core::{Clock, HealthPolicy};
 use dynakv_ring::Ring;
 
+use crate::consistency::Consistency;
+
 /// Default of [`ClientOptions::rpcs_in_flight_per_node`]: with two RPCs in flight a node always
 /// has the next batch waiting while it answers one, and batches still form under load.
 pub const DEFAULT_RPCS_IN_FLIGHT_PER_NODE: usize = 2;
@@ -27,6 +29,9 @@ pub struct ClientOptions {
     pub max_inflight_repairs: usize,
     /// Count only the key's own replicas toward W: no stand-ins for unreachable replicas.
     pub strict_quorum: bool,
+    /// The consistency of every operation that does not set its own; default
+    /// [`Consistency::Quorum`] (R and W from the ring file).
+    pub consistency: Consistency,
     /// Attempts of one operation, the first included, when it fails with a retryable error
     /// ([`ClientError::is_retryable`](crate::ClientError::is_retryable)); 1 disables retries.
     /// A retried write reuses its version, so it can never become a second write. Default 3.
@@ -68,6 +73,7 @@ impl ClientOptions {
             health: HealthPolicy::default(),
             max_inflight_repairs: 256,
             strict_quorum: false,
+            consistency: Consistency::Quorum,
             max_attempts: 3,
             backoff_min_delay: Duration::from_millis(50),
             backoff_max_delay: Duration::from_secs(1),
@@ -84,15 +90,19 @@ impl ClientOptions {
 /// Overrides for one read.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReadOptions {
-    /// Replies to wait for; the ring's default R when `None`.
+    /// Replies to wait for; the consistency level's R when `None`.
     pub r: Option<usize>,
+    /// This read's consistency; the client's [`ClientOptions::consistency`] when `None`.
+    pub consistency: Option<Consistency>,
 }
 
 /// Overrides for one write or delete.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WriteOptions {
-    /// Acknowledgements to wait for; the ring's default W when `None`.
+    /// Acknowledgements to wait for; the consistency level's W when `None`.
     pub w: Option<usize>,
+    /// This write's consistency; the client's [`ClientOptions::consistency`] when `None`.
+    pub consistency: Option<Consistency>,
     /// Refuse a sloppy quorum for this write even if the client allows one.
     pub strict: bool,
 }

@@ -250,6 +250,17 @@ pub(crate) async fn read(
     r: usize,
     late: Late,
 ) -> Result<Option<Record>, QuorumError> {
+    read_agreeing(shared, key, r, late).await.map(|(winner, _)| winner)
+}
+
+/// [`read`], also saying how many of the first `r` replies hold the winning version (all `r`
+/// when none holds anything): a linearizable read returns at once when they all do.
+pub(crate) async fn read_agreeing(
+    shared: &Arc<Shared>,
+    key: Bytes,
+    r: usize,
+    late: Late,
+) -> Result<(Option<Record>, usize), QuorumError> {
     let replicas = shared.ring.preference_list(key_token(&key));
     let (targets, mut failures) = targets(shared, &replicas, r);
     let mut calls: Pending<Option<Record>> = targets
@@ -288,8 +299,10 @@ pub(crate) async fn read(
         });
     }
     let winner = newest(&replies).cloned();
+    let version = winner.as_ref().map(|w| w.version);
+    let agreeing = replies.iter().filter(|(_, r)| r.as_ref().map(|r| r.version) == version).count();
     repair::after_read(shared, key, replicas, replies, calls, late).await;
-    Ok(winner)
+    Ok((winner, agreeing))
 }
 
 /// The record that wins the merge rule among the replies.

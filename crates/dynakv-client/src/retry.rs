@@ -101,6 +101,7 @@ mod tests {
             health: dynakv_core::HealthPolicy::default(),
             max_inflight_repairs: 1,
             strict_quorum: false,
+            consistency: crate::Consistency::Quorum,
             rpcs_in_flight_per_node: 2,
             max_concurrent_batch_ops: 1,
             clock: dynakv_core::Clock::system(),

@@ -113,8 +113,6 @@ impl Node {
             stopping: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
-        // A node that was down during a ring change learns of it before it takes a request.
-        let _ = tokio::time::timeout(Duration::from_secs(2), membership::learn(&state)).await;
         let sweep_every = Duration::from_millis(ring.config().ttl.sweep_interval_ms);
         state.tasks.spawn(sweep::run(state.clone(), sweep_every));
         state.tasks.spawn(handoff::run(state.clone()));

@@ -24,7 +24,7 @@ use anyhow::Context;
 use dynakv_client::{Client, ClientOptions};
 use dynakv_ring::Ring;
 
-use crate::cli::{BenchArgs, BenchCommand, BenchCommon};
+use crate::cli::{BenchArgs, BenchCommand, BenchCommon, ConsistencyArg};
 use run::RunSpec;
 use workload::DataSet;
 
@@ -42,7 +42,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency.max(1),
         r: args.r.unwrap_or(replication.r),
         w: args.w.unwrap_or(replication.w),
+        linearizable: args.consistency == Some(ConsistencyArg::Linearizable),
         max_duration: args.common.max_duration,
+    };
+    let spec = match args.consistency {
+        Some(ConsistencyArg::Linearizable) => {
+            anyhow::ensure!(
+                args.r.is_none() && args.w.is_none(),
+                "--consistency linearizable uses strict majorities: it takes no --r or --w"
+            );
+            let majority = replication.n / 2 + 1;
+            RunSpec { r: majority, w: majority, ..spec }
+        }
+        Some(ConsistencyArg::One) => {
+            RunSpec { r: args.r.unwrap_or(1), w: args.w.unwrap_or(1), ..spec }
+        }
+        Some(ConsistencyArg::All) => RunSpec {
+            r: args.r.unwrap_or(replication.n),
+            w: args.w.unwrap_or(replication.n),
+            ..spec
+        },
+        Some(ConsistencyArg::Quorum) | None => spec,
     };
     if args.workload.reads() && !args.common.no_preload {
         setup.preload(spec.concurrency, args.common.max_duration).await?;

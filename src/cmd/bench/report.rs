@@ -61,6 +61,8 @@ pub struct Measurement {
     pub r: usize,
     /// Write quorum used.
     pub w: usize,
+    /// True when every operation ran linearizably (then `r` and `w` are the strict majority).
+    pub linearizable: bool,
     /// Replicas per key.
     pub n: usize,
     /// Bytes per value.
@@ -98,7 +100,7 @@ impl Measurement {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "workload {} | {} ops in {:.2} s{} | concurrency {} | N={} R={} W={} | {}-byte values | {} keys | {}",
+            "workload {} | {} ops in {:.2} s{} | concurrency {} | N={} R={} W={}{} | {}-byte values | {} keys | {}",
             self.workload.name(),
             self.all().count + self.all().errors,
             self.elapsed_secs,
@@ -107,6 +109,7 @@ impl Measurement {
             self.n,
             self.r,
             self.w,
+            if self.linearizable { " linearizable" } else { "" },
             self.value_size,
             self.keys,
             match self.rpcs_per_node {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dynakv_client::{Client, ReadOptions, WriteOptions};
+use dynakv_client::{Client, Consistency, ReadOptions, WriteOptions};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::SeedableRng;
@@ -33,6 +33,8 @@ pub struct RunSpec {
     pub r: usize,
     /// Write quorum.
     pub w: usize,
+    /// Run every operation linearizably (strict majorities; `r` and `w` are the majority).
+    pub linearizable: bool,
     /// Stop after this long even if operations remain.
     pub max_duration: Duration,
 }
@@ -162,10 +164,18 @@ pub async fn execute(
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(task as u64);
                 let mut record = TaskRecord::new();
-                let (read, write) = (
-                    ReadOptions { r: Some(spec.r) },
-                    WriteOptions { w: Some(spec.w), ..Default::default() },
-                );
+                let (read, write) = if spec.linearizable {
+                    let consistency = Some(Consistency::Linearizable);
+                    (
+                        ReadOptions { consistency, ..Default::default() },
+                        WriteOptions { consistency, ..Default::default() },
+                    )
+                } else {
+                    (
+                        ReadOptions { r: Some(spec.r), ..Default::default() },
+                        WriteOptions { w: Some(spec.w), ..Default::default() },
+                    )
+                };
                 while next.fetch_add(1, Ordering::Relaxed) < spec.ops {
                     if Instant::now() >= deadline {
                         break;
@@ -226,6 +236,7 @@ pub async fn execute(
         concurrency: spec.concurrency,
         r: spec.r,
         w: spec.w,
+        linearizable: spec.linearizable,
         n,
         value_size: data.value.len(),
         keys: data.keys.len() as u64,

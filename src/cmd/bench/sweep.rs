@@ -33,6 +33,7 @@ pub async fn run(args: BenchSweepArgs) -> anyhow::Result<ExitCode> {
                 concurrency,
                 r,
                 w,
+                linearizable: false,
                 max_duration: args.common.max_duration,
             };
             let point = setup.execute(spec).await?;

@@ -49,12 +49,18 @@ async fn an_expired_record_the_sweep_has_not_rewritten_reads_as_not_found() {
     }
 
     assert_eq!(client.get("brief").await.unwrap(), None);
-    assert_eq!(client.get_with("brief", ReadOptions { r: Some(3) }).await.unwrap(), None);
+    assert_eq!(
+        client.get_with("brief", ReadOptions { r: Some(3), ..Default::default() }).await.unwrap(),
+        None
+    );
     assert_eq!(client.get_versioned("brief").await.unwrap(), None);
     let many = client.get_many(["brief", "lasting"]).await.unwrap();
     assert_eq!(many[0].as_ref().unwrap(), &None);
     assert_eq!(many[1].as_ref().unwrap(), &Some(Bytes::from("here")));
-    let many = client.get_many_with(["brief"], ReadOptions { r: Some(3) }).await.unwrap();
+    let many = client
+        .get_many_with(["brief"], ReadOptions { r: Some(3), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(many[0].as_ref().unwrap(), &None);
     cluster.shutdown().await;
 }
@@ -77,7 +83,7 @@ async fn read_repair_copies_the_expired_record_not_an_older_value() {
 
     let client = cluster.client();
     assert_eq!(
-        client.get_with("k", ReadOptions { r: Some(3) }).await.unwrap(),
+        client.get_with("k", ReadOptions { r: Some(3), ..Default::default() }).await.unwrap(),
         None,
         "the newer record decides, expired as it is"
     );
@@ -87,7 +93,10 @@ async fn read_repair_copies_the_expired_record_not_an_older_value() {
         assert_eq!(held.as_ref(), Some(&newer), "n{} holds the expired record", node + 1);
     }
     for r in 1..=3 {
-        assert_eq!(client.get_with("k", ReadOptions { r: Some(r) }).await.unwrap(), None);
+        assert_eq!(
+            client.get_with("k", ReadOptions { r: Some(r), ..Default::default() }).await.unwrap(),
+            None
+        );
     }
     let many = client.get_many(["k"]).await.unwrap();
     assert_eq!(many[0].as_ref().unwrap(), &None);

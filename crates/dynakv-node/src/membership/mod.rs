@@ -193,6 +193,11 @@ pub async fn fetch_ring(
 pub async fn run(state: Arc<NodeState>) {
     let gossip = Duration::from_millis(state.ring().config().membership.gossip_interval_ms);
     let mut quiet_rounds = 0u32;
+    // A node that was down during a ring change learns of it first thing, from its peers.
+    tokio::select! {
+        _ = state.stopping.cancelled() => return,
+        _ = learn(&state) => {}
+    }
     loop {
         tokio::select! {
             _ = state.stopping.cancelled() => return,
