@@ -52,6 +52,27 @@ pub enum Command {
     Ring(RingCommand),
     /// Measure throughput and latency against a running cluster (YCSB-style workloads).
     Bench(Box<BenchArgs>),
+    /// Make the certificates of a mutual-TLS cluster.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+/// `dynakv certs ...`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Make a cluster CA and, signed by it, a certificate per node of the ring (for its
+    /// address), a client and an admin certificate; then add a [tls] table naming them to the
+    /// ring file. Never overwrites a file.
+    Init(CertsInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsInitArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// Directory the certificates and keys are written to (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// The ring file every command starts from.
@@ -78,6 +99,10 @@ pub struct NodeArgs {
     /// Add a random delay of MIN..MAX milliseconds to every replica request (for demonstrations).
     #[arg(long, value_name = "MIN..MAX", value_parser = parse_delay)]
     pub inject_delay_ms: Option<std::ops::RangeInclusive<u64>>,
+    /// Serve a non-loopback address without TLS (the ring file has no [tls] table): anyone who
+    /// reaches the port can then read and write every key.
+    #[arg(long)]
+    pub insecure: bool,
     /// Where to serve, for a node the ring file does not list yet (with --join).
     #[arg(long, requires = "join")]
     pub addr: Option<std::net::SocketAddr>,
@@ -105,6 +130,10 @@ pub struct DevArgs {
     /// Directory holding one data directory per node.
     #[arg(long, default_value = "data")]
     pub data_root: PathBuf,
+    /// Serve mutual TLS: unless the ring file has a [tls] table already, make certificates
+    /// under DATA_ROOT/certs and add a [tls] table naming them to the ring file.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// `--consistency`: a named level for one command; `--r`/`--w` still override its quorum.

@@ -12,6 +12,8 @@
 //! - `cmd::repair`: `dynakv repair` and `dynakv handoff`, one anti-entropy round or hint delivery
 //!   pass on demand.
 //! - `cmd::bench`: `dynakv bench` and `dynakv bench sweep`, load generation and latency charts.
+//! - `cmd::certs`: `dynakv certs init`, a cluster CA and every certificate of a ring, and the
+//!   `[tls]` table that names them.
 //! - `cli`: argument definitions shared by the commands.
 
 mod cli;
@@ -21,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, LogFormat, RingCommand};
+use crate::cli::{CertsCommand, Cli, Command, LogFormat, RingCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
             Command::Ring(RingCommand::Remove(args)) => cmd::membership::remove(args).await,
             Command::Ring(RingCommand::Replace(args)) => cmd::membership::replace(args).await,
             Command::Bench(args) => cmd::bench::run(*args).await,
+            Command::Certs(CertsCommand::Init(args)) => cmd::certs::init(args),
         }
     });
     match outcome {

@@ -25,7 +25,12 @@ struct DevNode {
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
-    let ring = Ring::load(&args.ring.ring)?;
+    let mut ring = Ring::load(&args.ring.ring)?;
+    if args.tls && ring.config().tls.is_none() {
+        let out = args.data_root.join("certs");
+        super::certs::make(&ring, &args.ring.ring, &out)?;
+        ring = Ring::load(&args.ring.ring)?;
+    }
     let exe = std::env::current_exe().context("cannot find the dynakv binary")?;
     let mut nodes = Vec::new();
     for spec in ring.nodes() {

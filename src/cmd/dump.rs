@@ -9,7 +9,7 @@ use futures::StreamExt;
 use crate::cli::DumpArgs;
 
 pub async fn run(args: DumpArgs) -> anyhow::Result<ExitCode> {
-    let client = super::client(&args.ring)?;
+    let client = super::admin_client(&args.ring)?;
     let mut records = client.dump(&args.node, args.prefix.into_bytes(), args.limit).await?;
     let now = now_ms();
     let mut out = std::io::stdout().lock();

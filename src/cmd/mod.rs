@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod certs;
 pub mod dev;
 pub mod dump;
 pub mod kv;
@@ -24,6 +25,15 @@ use crate::cli::RingArg;
 pub fn client(ring: &RingArg) -> anyhow::Result<Client> {
     let ring = Ring::load(&ring.ring)?;
     Client::connect(ring).context("cannot create client")
+}
+
+/// Loads the ring file and builds a client for admin commands (dump, repair, handoff): it
+/// presents the `[tls]` admin certificate when the table names one.
+pub fn admin_client(ring: &RingArg) -> anyhow::Result<Client> {
+    let ring = Ring::load(&ring.ring)?;
+    let admin = ring.config().tls.as_ref().is_some_and(|tls| tls.admin_files().is_some());
+    let caller = if admin { dynakv_client::Caller::Admin } else { dynakv_client::Caller::Client };
+    Client::builder(ring).caller(caller).build().context("cannot create client")
 }
 
 /// Exit code of a put or delete whose outcome is unknown: it may have been applied on some

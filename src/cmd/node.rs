@@ -37,6 +37,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let mut config = NodeConfig::new(Arc::new(ring), args.id, storage);
     config.inject_delay_ms = args.inject_delay_ms;
+    config.insecure = args.insecure;
     config.join = args.join;
     config.metrics_addr = match &listed {
         Some(node) if node.addr == addr => node.metrics_addr(),

@@ -112,7 +112,7 @@ where
     F: Fn(Client, String) -> Fut,
     Fut: Future<Output = Result<R, ClientError>>,
 {
-    let client = super::client(&args.ring)?;
+    let client = super::admin_client(&args.ring)?;
     let nodes: Vec<String> = match &args.node {
         Some(id) => {
             client.ring().node_index(id)?;

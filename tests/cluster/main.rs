@@ -32,5 +32,6 @@ mod retries;
 mod ring_cli;
 mod round_trips;
 mod spans;
+mod tls;
 mod tombstones;
 mod ttl;

@@ -76,6 +76,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Presents `caller`'s `[tls]` certificate (the client's by default).
+    pub fn caller(mut self, caller: dynakv_tls::Caller) -> Self {
+        self.options.caller = caller;
+        self
+    }
+
     /// Creates the client. Connections open lazily, so this succeeds while nodes are down.
     pub fn build(self) -> Result<Client, ClientError> {
         let options = self.options;

@@ -86,6 +86,9 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The ring file's `[tls]` certificates cannot be used.
+    #[error("tls: {0}")]
+    Tls(#[from] dynakv_tls::TlsError),
     /// A node's address cannot be used to build a channel.
     #[error("node {node}: bad address: {reason}")]
     Address {
@@ -134,7 +137,8 @@ impl ClientError {
             | ClientError::InvalidQuorum { .. }
             | ClientError::QuorumWithLinearizable { .. }
             | ClientError::InvalidTtl { .. }
-            | ClientError::Address { .. } => Some(WriteOutcome::NotApplied),
+            | ClientError::Address { .. }
+            | ClientError::Tls(_) => Some(WriteOutcome::NotApplied),
         }
     }
 }
@@ -363,6 +367,10 @@ pub enum ReplicaError {
     /// The node refused the connection: nothing was sent, so nothing was applied.
     #[error("connection refused")]
     Refused,
+    /// The TLS handshake failed: one side refused the other's certificate (or one side does not
+    /// speak TLS). Nothing was sent, so nothing was applied; retrying does not help.
+    #[error("TLS refused: {0}")]
+    Tls(String),
     /// The node could not be reached or dropped the connection.
     #[error("unreachable: {0}")]
     Unreachable(String),
@@ -400,6 +408,7 @@ impl ReplicaError {
         match self {
             ReplicaError::Down { .. }
             | ReplicaError::Refused
+            | ReplicaError::Tls(_)
             | ReplicaError::ClockSkew { .. }
             | ReplicaError::StaleRing { .. } => false,
             ReplicaError::Rejected { code, .. } => {
@@ -419,7 +428,7 @@ impl ReplicaError {
             | ReplicaError::Refused
             | ReplicaError::Unreachable(_)
             | ReplicaError::StaleRing { .. } => true,
-            ReplicaError::ClockSkew { .. } => false,
+            ReplicaError::ClockSkew { .. } | ReplicaError::Tls(_) => false,
             ReplicaError::Rejected { code, .. } => matches!(
                 code,
                 tonic::Code::Unavailable
@@ -433,9 +442,10 @@ impl ReplicaError {
     /// True when the failure says the node (not the request) is unwell.
     pub fn counts_against_health(&self) -> bool {
         match self {
-            ReplicaError::Timeout { .. } | ReplicaError::Refused | ReplicaError::Unreachable(_) => {
-                true
-            }
+            ReplicaError::Timeout { .. }
+            | ReplicaError::Refused
+            | ReplicaError::Tls(_)
+            | ReplicaError::Unreachable(_) => true,
             ReplicaError::Rejected { code, .. } => {
                 matches!(code, tonic::Code::Unavailable | tonic::Code::Internal)
             }
@@ -457,6 +467,9 @@ impl ReplicaError {
                 ahead_ms: skew.ahead_ms,
                 max_skew_ms: skew.max_skew_ms,
             };
+        }
+        if let Some(reason) = tls_failure(&status) {
+            return ReplicaError::Tls(reason);
         }
         if let Some(ring_version) = dynakv_proto::convert::stale_ring_of(&status) {
             return ReplicaError::StaleRing { ring_version };
@@ -491,6 +504,32 @@ fn connection_refused(status: &tonic::Status) -> bool {
         cause = e.source();
     }
     false
+}
+
+/// What went wrong when a call failed in a TLS handshake, said so a user knows what to fix.
+/// Matched on rustls's messages: HTTP/2 keeps only the text of the I/O errors it passes on.
+fn tls_failure(status: &tonic::Status) -> Option<String> {
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if let Some(alert) = text.strip_prefix("received fatal alert: ") {
+            return Some(format!(
+                "the node refused this client's certificate ({alert}): it must be signed by the \
+                 cluster CA of the ring file's [tls] table"
+            ));
+        }
+        if let Some(why) = text.strip_prefix("invalid peer certificate: ") {
+            return Some(format!(
+                "the node's certificate is not trusted ({why}): it must be signed by the cluster \
+                 CA of the ring file's [tls] table, for the node's address"
+            ));
+        }
+        if text.starts_with("received corrupt message") {
+            return Some(format!("{text}: the node does not seem to serve TLS"));
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// The innermost cause of a transport failure (e.g. "Connection refused (os error 111)").

@@ -35,6 +35,10 @@
 //! reads stay on the current replicas. [`Client::change_ring`] makes a change and
 //! [`Client::move_status`] follows it.
 //!
+//! When the ring file has a `[tls]` table, every channel is mutual TLS against its cluster CA and
+//! presents the client certificate, or the admin's with [`ClientBuilder::caller`]; a refused
+//! handshake is [`ReplicaError::Tls`].
+//!
 //! # Layout
 //! - [`client`]: [`Client`] and its builder: the public operations.
 //! - [`batch`]: `put_many`, `get_many`, `delete_many`: every key through the single-key rounds,
@@ -88,6 +92,7 @@ pub use client::{
 };
 pub use consistency::{Consistency, UnknownConsistency};
 pub use dynakv_core::{HandoffReport, HealthPolicy, NodeHealth, RepairReport};
+pub use dynakv_tls::Caller;
 pub use error::{
     ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, Round, SetCount, WriteOutcome,
     Written,

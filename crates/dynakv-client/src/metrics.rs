@@ -38,6 +38,7 @@ pub(crate) fn replica_failed(node: &str, cause: &ReplicaError) {
         ReplicaError::ClockSkew { .. } => "clock_skew",
         ReplicaError::Rejected { .. } => "rejected",
         ReplicaError::StaleRing { .. } => "stale_ring",
+        ReplicaError::Tls(_) => "tls",
     };
     counter!("dynakv_client_replica_failures_total", "node" => node.to_string(), "cause" => cause)
         .increment(1);

@@ -58,6 +58,11 @@ pub struct ClientOptions {
     /// Timestamps more than this many milliseconds ahead of the client's clock are not observed
     /// (see [`Hlc::bounded`](dynakv_core::Hlc::bounded)); from the ring's `[clocks] max_skew_ms`.
     pub max_skew_ms: u64,
+    /// The ring's `[tls]` table: `None` connects in plaintext.
+    pub tls: Option<dynakv_ring::TlsSettings>,
+    /// Whose `[tls]` certificate this client presents: the client's unless set (admin
+    /// commands present the admin's).
+    pub caller: dynakv_tls::Caller,
 }
 
 impl ClientOptions {
@@ -80,6 +85,8 @@ impl ClientOptions {
             max_concurrent_batch_ops: DEFAULT_MAX_CONCURRENT_BATCH_OPS,
             clock: Clock::system(),
             max_skew_ms: config.clocks.max_skew_ms,
+            tls: config.tls.clone(),
+            caller: dynakv_tls::Caller::Client,
         }
     }
 }

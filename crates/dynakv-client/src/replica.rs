@@ -10,7 +10,6 @@ use bytes::Bytes;
 use dynakv_core::{Hlc, NodeHealth, Record, Timestamp};
 use dynakv_proto::v1::{self, batch_op, replica_client::ReplicaClient};
 use dynakv_ring::NodeSpec;
-use tonic::transport::Endpoint;
 
 use crate::coalesce::{Answer, Link};
 use crate::error::{ClientError, ReplicaError};
@@ -57,8 +56,7 @@ impl Replica {
         clock: Arc<Hlc>,
         sightings: Arc<RingSightings>,
     ) -> Result<Self, ClientError> {
-        let endpoint = Endpoint::from_shared(format!("http://{}", node.addr))
-            .map_err(|e| ClientError::Address { node: node.id.clone(), reason: e.to_string() })?
+        let endpoint = dynakv_tls::endpoint(node, options.tls.as_ref(), &options.caller)?
             .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -133,6 +133,8 @@ mod tests {
             backoff_min_delay: Duration::from_millis(1),
             backoff_max_delay: Duration::from_millis(4),
             membership_timeout: Duration::from_secs(1),
+            tls: None,
+            caller: dynakv_tls::Caller::Client,
         }
     }
 

@@ -39,6 +39,8 @@ pub struct NodeConfig {
     pub clock: Clock,
     /// Where to serve Prometheus metrics (`GET /metrics`); `None`: not served.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve a non-loopback address without TLS (no `[tls]` table); refused otherwise.
+    pub insecure: bool,
     /// A member to learn the live ring from before serving, for a node that is not in its ring
     /// file yet (`dynakv node --join`); such a node serves no keys until a change adds it.
     pub join: Option<std::net::SocketAddr>,
@@ -46,7 +48,7 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// A configuration with the documented defaults: 2 storage reader threads, a 10 s drain, the
-    /// system clock, no metrics endpoint.
+    /// system clock, no metrics endpoint, TLS required beyond loopback.
     pub fn new(ring: Arc<Ring>, id: impl Into<String>, storage: StorageChoice) -> Self {
         NodeConfig {
             ring,
@@ -57,6 +59,7 @@ impl NodeConfig {
             inject_delay_ms: None,
             clock: Clock::system(),
             metrics_addr: None,
+            insecure: false,
             join: None,
         }
     }

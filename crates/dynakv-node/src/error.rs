@@ -14,6 +14,19 @@ pub enum NodeError {
     /// The listener could not be used.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
+    /// The `[tls]` table's certificates cannot be used.
+    #[error("tls: {0}")]
+    Tls(#[from] dynakv_tls::TlsError),
+    /// Asked to listen beyond loopback without TLS, and without `--insecure`.
+    #[error(
+        "refusing to listen on {addr} without TLS: anyone who reaches it could read and overwrite \
+         every key. Add a [tls] table to the ring file (`dynakv certs init`), or start the node \
+         with --insecure"
+    )]
+    Insecure {
+        /// The non-loopback address.
+        addr: std::net::SocketAddr,
+    },
     /// The node's stored membership files could not be read or written.
     #[error("membership files: {0}")]
     Meta(std::io::Error),

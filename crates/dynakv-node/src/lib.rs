@@ -14,6 +14,7 @@
 //! - [`membership`]: the live ring: stored durably, agreed on by Paxos, pulled by version, and
 //!   the moves of ranges to new owners during a change.
 //! - [`peers`]: node-to-node channels with deadlines and peer health.
+//! - [`auth`]: which certificate role each RPC needs, checked in one place.
 //! - [`handoff`]: delivery of hints to their owners once they answer again.
 //! - [`anti_entropy`]: Merkle-digest comparison with co-replicas, repair, tombstone collection.
 //! - [`sweep`]: the TTL sweep, rewriting expired records as tombstones of the same version.
@@ -28,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod anti_entropy;
+pub mod auth;
 pub mod config;
 pub mod dashboard;
 pub mod disk;

@@ -18,7 +18,7 @@ use dynakv_proto::v1::{self, batch_op::Op, batch_result::Result as Outcome};
 use dynakv_ring::{NodeSpec, Ring};
 use prost::Message;
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Down after one failed call; tried again after 200 ms, doubling up to 5 s, so a recovered
 /// peer is noticed within seconds.
@@ -218,15 +218,18 @@ impl Peer {
 }
 
 impl Peer {
-    /// A channel to `node`, with the deadlines of `ring`; it connects on first use.
+    /// A channel to `node`, with the deadlines of `ring`, presenting node `me`'s certificate when
+    /// the ring has a `[tls]` table; it connects on first use.
     pub fn connect(
         node: &NodeSpec,
         ring: &Ring,
+        me: &str,
         max_message: usize,
-    ) -> Result<Peer, tonic::transport::Error> {
+    ) -> Result<Peer, dynakv_tls::TlsError> {
         let timeouts = ring.config().timeouts;
         let request_timeout = Duration::from_millis(timeouts.request_ms);
-        let endpoint = Endpoint::from_shared(format!("http://{}", node.addr))?
+        let caller = dynakv_tls::Caller::Node(me.to_string());
+        let endpoint = dynakv_tls::endpoint(node, ring.config().tls.as_ref(), &caller)?
             .connect_timeout(Duration::from_millis(timeouts.connect_ms))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -52,6 +52,13 @@ impl Node {
         let meta = Meta::open(data_dir.as_deref()).map_err(NodeError::Meta)?;
         let membership = Membership::open(meta).map_err(NodeError::Meta)?;
         let ring = live_ring(&config, &membership, max).await?;
+        let addr = listener.local_addr()?;
+        let tls = config.ring.config().tls.as_ref();
+        if tls.is_none() && !addr.ip().is_loopback() && !config.insecure {
+            return Err(NodeError::Insecure { addr });
+        }
+        // Read and checked before storage opens: a bad certificate stops the node at once.
+        let server_tls = dynakv_tls::server_config(tls, &config.id)?;
         let engine: Arc<dyn Storage> = match &config.storage {
             StorageChoice::Fjall(dir) => {
                 let dir = dir.clone();
@@ -74,7 +81,6 @@ impl Node {
         let store = tokio::task::spawn_blocking(move || Store::open(engine, options))
             .await
             .expect("storage open task panicked")?;
-        let addr = listener.local_addr()?;
         // Metrics are secondary: a node whose metrics address is taken still serves its data.
         let metrics_listener = match config.metrics_addr {
             Some(at) => match TcpListener::bind(at).await {
@@ -118,14 +124,18 @@ impl Node {
         if ring.config().anti_entropy.enabled {
             state.tasks.spawn(anti_entropy::run(state.clone()));
         }
-        tracing::info!(node = %config.id, %addr, metrics = ?metrics_addr, keys = state.store.live_keys(), "node serving");
+        tracing::info!(node = %config.id, %addr, metrics = ?metrics_addr, tls = server_tls.is_some(), keys = state.store.live_keys(), "node serving");
 
         let service = ReplicaServer::new(ReplicaService::new(state.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
         let stopping = state.stopping.clone();
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(server_tls) = server_tls {
+            builder = builder.tls_config(server_tls)?;
+        }
+        let server = builder
             .tcp_nodelay(true)
             // A client multiplexes every request to this node over one connection; a burst can
             // open thousands of streams before it has seen this limit, and streams refused then
@@ -190,8 +200,9 @@ async fn live_ring(
         Err(e) => tracing::warn!(node = %config.id, error = %e, "ignoring the stored ring"),
     }
     if let Some(member) = config.join {
-        let fetched =
-            membership::fetch_ring(member, &ring, max_message).await.map_err(NodeError::Join)?;
+        let fetched = membership::fetch_ring(member, &ring, &config.id, max_message)
+            .await
+            .map_err(NodeError::Join)?;
         if fetched.version() > ring.version() {
             tracing::info!(node = %config.id, %member, version = fetched.version(), "learned the live ring");
             ring = Arc::new(fetched);

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::anti_entropy::{self, Span};
+use crate::auth::{self, Access};
 use crate::topology::Topology;
 use crate::{handoff, membership, metrics};
 
@@ -370,6 +371,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::ReadRequest>,
     ) -> Result<Response<v1::ReadResponse>, Status> {
+        auth::require(&request, "read", Access::Data)?;
         self.state.delay().await;
         let request = request.into_inner();
         let key = request.key.clone();
@@ -380,6 +382,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::WriteRequest>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
+        auth::require(&request, "write", Access::Data)?;
         self.state.delay().await;
         let request = request.into_inner();
         let key = request.key.clone();
@@ -390,14 +393,16 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::BatchRequest>,
     ) -> Result<Response<v1::BatchResponse>, Status> {
+        auth::require(&request, "batch", Access::Data)?;
         self.state.delay().await;
         self.counted("batch", self.state.batch(request.into_inner())).await
     }
 
     async fn health(
         &self,
-        _request: Request<v1::HealthRequest>,
+        request: Request<v1::HealthRequest>,
     ) -> Result<Response<v1::HealthResponse>, Status> {
+        auth::require(&request, "health", Access::Data)?;
         self.counted("health", async { Ok(self.state.health()) }).await
     }
 
@@ -405,6 +410,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::DigestRequest>,
     ) -> Result<Response<v1::DigestResponse>, Status> {
+        auth::require(&request, "digest", Access::Peer)?;
         self.counted("digest", self.state.digest(request.into_inner())).await
     }
 
@@ -412,13 +418,15 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::VersionsRequest>,
     ) -> Result<Response<v1::VersionsResponse>, Status> {
+        auth::require(&request, "versions", Access::Peer)?;
         self.counted("versions", self.state.versions(request.into_inner())).await
     }
 
     async fn repair(
         &self,
-        _request: Request<v1::RepairRequest>,
+        request: Request<v1::RepairRequest>,
     ) -> Result<Response<v1::RepairReport>, Status> {
+        auth::require(&request, "repair", Access::Admin)?;
         let round = async {
             let report = anti_entropy::round(&self.state).await.map_err(storage_status)?;
             Ok(report.into())
@@ -430,13 +438,15 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::HintSpansRequest>,
     ) -> Result<Response<v1::HintSpansResponse>, Status> {
+        auth::require(&request, "hint_spans", Access::Peer)?;
         self.counted("hint_spans", self.state.hint_spans(request.into_inner())).await
     }
 
     async fn handoff(
         &self,
-        _request: Request<v1::HandoffRequest>,
+        request: Request<v1::HandoffRequest>,
     ) -> Result<Response<v1::HandoffReport>, Status> {
+        auth::require(&request, "handoff", Access::Admin)?;
         let pass = async {
             let report = handoff::deliver(&self.state, true).await.map_err(storage_status)?;
             Ok(report.into())
@@ -450,13 +460,15 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::DumpRequest>,
     ) -> Result<Response<Self::DumpStream>, Status> {
+        auth::require(&request, "dump", Access::Admin)?;
         Ok(Response::new(dump::start(&self.state, request.into_inner())))
     }
 
     async fn get_ring(
         &self,
-        _request: Request<v1::GetRingRequest>,
+        request: Request<v1::GetRingRequest>,
     ) -> Result<Response<v1::RingReply>, Status> {
+        auth::require(&request, "get_ring", Access::Data)?;
         self.counted("get_ring", async { Ok(membership::get_ring(&self.state)) }).await
     }
 
@@ -464,6 +476,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::ChangeRingRequest>,
     ) -> Result<Response<v1::RingReply>, Status> {
+        auth::require(&request, "change_ring", Access::Admin)?;
         self.counted("change_ring", membership::change_ring(&self.state, request.into_inner()))
             .await
     }
@@ -472,6 +485,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::PrepareRequest>,
     ) -> Result<Response<v1::PrepareReply>, Status> {
+        auth::require(&request, "prepare", Access::Peer)?;
         self.counted("prepare", async { self.state.prepare(request.into_inner()) }).await
     }
 
@@ -479,6 +493,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::AcceptRequest>,
     ) -> Result<Response<v1::AcceptReply>, Status> {
+        auth::require(&request, "accept", Access::Peer)?;
         self.counted("accept", async { self.state.accept(request.into_inner()) }).await
     }
 
@@ -486,14 +501,16 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::CommitRequest>,
     ) -> Result<Response<v1::RingReply>, Status> {
+        auth::require(&request, "commit", Access::Peer)?;
         let commit = membership::commit_request(&self.state, request.into_inner());
         self.counted("commit", commit).await
     }
 
     async fn move_status(
         &self,
-        _request: Request<v1::MoveStatusRequest>,
+        request: Request<v1::MoveStatusRequest>,
     ) -> Result<Response<v1::MoveStatusReply>, Status> {
+        auth::require(&request, "move_status", Access::Data)?;
         self.counted("move_status", async { Ok(membership::moves::status(&self.state)) }).await
     }
 
@@ -503,6 +520,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<v1::StreamSpanRequest>,
     ) -> Result<Response<Self::StreamSpanStream>, Status> {
+        auth::require(&request, "stream_span", Access::Peer)?;
         membership::moves::serve_stream(&self.state, request.into_inner()).map(Response::new)
     }
 }

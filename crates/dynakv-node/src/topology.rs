@@ -31,7 +31,7 @@ impl Topology {
         id: &str,
         previous: Option<&Topology>,
         max_message: usize,
-    ) -> Result<Topology, tonic::transport::Error> {
+    ) -> Result<Topology, dynakv_tls::TlsError> {
         let me = ring.nodes().iter().position(|node| node.id == id);
         let mut peers = Vec::with_capacity(ring.nodes().len());
         for (i, node) in ring.nodes().iter().enumerate() {
@@ -44,7 +44,7 @@ impl Topology {
             });
             peers.push(Some(match reused {
                 Some(peer) => peer.clone(),
-                None => Arc::new(Peer::connect(node, &ring, max_message)?),
+                None => Arc::new(Peer::connect(node, &ring, id, max_message)?),
             }));
         }
         let owners = ring.nodes().iter().enumerate().map(|(i, n)| (owner_hash(&n.id), i)).collect();

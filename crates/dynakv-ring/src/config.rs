@@ -40,6 +40,15 @@
 //! [clocks]
 //! max_skew_ms = 500     # a node refuses writes stamped further ahead of its clock (default 500)
 //!
+//! [tls]                 # optional: mutual TLS on every connection (see `dynakv certs init`)
+//! ca = "certs/ca.pem"          # the cluster CA every certificate is checked against
+//! node_cert = "certs/{id}.pem" # a node's certificate and key; {id} is the node's id
+//! node_key = "certs/{id}.key"
+//! client_cert = "certs/client.pem"   # what data commands (put, get, status) present
+//! client_key = "certs/client.key"
+//! admin_cert = "certs/admin.pem"     # what admin commands (dump, repair, handoff) present
+//! admin_key = "certs/admin.key"
+//!                       # relative paths are relative to the ring file's directory
 //! [membership]
 //! stream_mb_per_sec = 256    # rate limit on the range streaming of a membership change (default 256)
 //! gossip_interval_ms = 1000  # how often a node compares ring versions with a peer (default 1 s)
@@ -55,6 +64,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -107,6 +117,10 @@ pub struct RingConfig {
     /// How far clocks may disagree.
     #[serde(default)]
     pub clocks: ClockSettings,
+    /// Mutual TLS on every connection; `None`: plaintext (loopback addresses only, unless a
+    /// node is started with `--insecure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
     /// Membership changes: streaming rate and ring gossip.
     #[serde(default)]
     pub membership: MembershipSettings,
@@ -277,6 +291,92 @@ impl Default for ClockSettings {
     }
 }
 
+/// Mutual TLS: the cluster CA and the certificate files each kind of peer presents. Every file
+/// is PEM; a relative path is relative to the ring file's directory. The certificate and key of a
+/// kind are set together or not at all; a process needs only the ones of its own kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The cluster CA: nodes and clients accept only certificates it signed.
+    pub ca: PathBuf,
+    /// A node's certificate (server and peer client); `{id}` is replaced by the node's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_cert: Option<PathBuf>,
+    /// A node's private key; `{id}` is replaced by the node's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_key: Option<PathBuf>,
+    /// The certificate data commands present (role client: reads, writes, status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    /// The certificate admin commands present (role admin: also dump, repair, handoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_cert: Option<PathBuf>,
+    /// The admin certificate's private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_key: Option<PathBuf>,
+    /// Where relative paths start: the ring file's directory when loaded with
+    /// [`Ring::load`](crate::Ring::load), the current directory otherwise. Not in the file.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl TlsSettings {
+    /// `path` resolved against [`TlsSettings::base_dir`] (absolute paths stay as they are).
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
+    }
+
+    /// The CA file, resolved.
+    pub fn ca_path(&self) -> PathBuf {
+        self.resolve(&self.ca)
+    }
+
+    /// Node `id`'s certificate and key files, resolved; `None` when the table names none.
+    pub fn node_files(&self, id: &str) -> Option<(PathBuf, PathBuf)> {
+        let for_id =
+            |p: &PathBuf| self.resolve(Path::new(&p.to_string_lossy().replace("{id}", id)));
+        Some((for_id(self.node_cert.as_ref()?), for_id(self.node_key.as_ref()?)))
+    }
+
+    /// The client certificate and key files, resolved; `None` when the table names none.
+    pub fn client_files(&self) -> Option<(PathBuf, PathBuf)> {
+        Some((self.resolve(self.client_cert.as_ref()?), self.resolve(self.client_key.as_ref()?)))
+    }
+
+    /// The admin certificate and key files, resolved; `None` when the table names none.
+    pub fn admin_files(&self) -> Option<(PathBuf, PathBuf)> {
+        Some((self.resolve(self.admin_cert.as_ref()?), self.resolve(self.admin_key.as_ref()?)))
+    }
+
+    /// The first certificate set without its key, or key without its certificate.
+    fn unpaired(&self) -> Option<(&'static str, &'static str)> {
+        [
+            ("tls.node_cert", self.node_cert.is_some(), "tls.node_key", self.node_key.is_some()),
+            (
+                "tls.client_cert",
+                self.client_cert.is_some(),
+                "tls.client_key",
+                self.client_key.is_some(),
+            ),
+            (
+                "tls.admin_cert",
+                self.admin_cert.is_some(),
+                "tls.admin_key",
+                self.admin_key.is_some(),
+            ),
+        ]
+        .into_iter()
+        .find_map(|(cert, has_cert, key, has_key)| match (has_cert, has_key) {
+            (true, false) => Some((cert, key)),
+            (false, true) => Some((key, cert)),
+            _ => None,
+        })
+    }
+}
+
 /// How membership changes move data and how nodes learn of new rings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -413,6 +513,9 @@ impl RingConfig {
                 return Err(RingError::Setting { name, value, range: "at least 1" });
             }
         }
+        if let Some((set, missing)) = self.tls.as_ref().and_then(TlsSettings::unpaired) {
+            return Err(RingError::TlsUnpaired { set, missing });
+        }
         if self.limits.max_value_bytes > MAX_VALUE_BYTES_LIMIT {
             return Err(RingError::Setting {
                 name: "limits.max_value_bytes",
@@ -466,6 +569,22 @@ mod tests {
     }
 
     #[test]
+    fn tls_paths_resolve_against_the_ring_file() {
+        let text = format!(
+            "[tls]\nca = \"certs/ca.pem\"\nnode_cert = \"certs/{{id}}.pem\"\n\
+             node_key = \"/abs/{{id}}.key\"\n{GOOD}"
+        );
+        let mut tls = RingConfig::parse(&text).unwrap().tls.unwrap();
+        tls.base_dir = PathBuf::from("/etc/dynakv");
+        assert_eq!(tls.ca_path(), Path::new("/etc/dynakv/certs/ca.pem"));
+        let (cert, key) = tls.node_files("n2").unwrap();
+        assert_eq!(cert, Path::new("/etc/dynakv/certs/n2.pem"));
+        assert_eq!(key, Path::new("/abs/n2.key"));
+        assert!(tls.client_files().is_none());
+        assert!(RingConfig::parse(GOOD).unwrap().tls.is_none());
+    }
+
+    #[test]
     fn names_each_problem() {
         let msg = |r: Result<RingConfig, RingError>| r.unwrap_err().to_string();
         assert!(msg(with("\"n2\"", "\"n1\"")).contains("\"n1\" appears more than once"));
@@ -480,6 +599,13 @@ mod tests {
         let two_nodes = GOOD.split("[[nodes]]").take(3).collect::<Vec<_>>().join("[[nodes]]");
         assert!(msg(RingConfig::parse(&two_nodes)).contains("n = 3 but the ring has only 2 nodes"));
         assert!(msg(RingConfig::parse("not toml at all")).contains("malformed ring file"));
+        let half_pair = format!("[tls]\nca = \"ca.pem\"\nclient_cert = \"c.pem\"\n{GOOD}");
+        assert!(
+            msg(RingConfig::parse(&half_pair))
+                .contains("sets tls.client_cert but not tls.client_key")
+        );
+        let tls_typo = format!("[tls]\nca = \"ca.pem\"\ncert = \"c.pem\"\n{GOOD}");
+        assert!(msg(RingConfig::parse(&tls_typo)).contains("unknown field `cert`"));
         let hint_window = format!("{GOOD}\n[hints]\nwindow_ms = 100\n");
         assert!(msg(RingConfig::parse(&hint_window)).contains("unknown field `window_ms`"));
     }

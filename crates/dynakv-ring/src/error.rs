@@ -90,6 +90,14 @@ pub enum RingError {
         /// What is allowed.
         range: &'static str,
     },
+    /// A `[tls]` certificate without its key, or a key without its certificate.
+    #[error("the [tls] table sets {set} but not {missing}: set both or neither")]
+    TlsUnpaired {
+        /// The setting that is present.
+        set: &'static str,
+        /// The one that is missing.
+        missing: &'static str,
+    },
     /// A node id that the ring does not list.
     #[error("node id {id:?} is not in the ring (known: {known})")]
     UnknownNode {

@@ -28,7 +28,7 @@ pub mod ring;
 
 pub use config::{
     ClockSettings, Limits, MembershipSettings, NodeSpec, Replication, RingConfig, StorageSettings,
-    SyncPolicy, Timeouts, TtlSettings,
+    SyncPolicy, Timeouts, TlsSettings, TtlSettings,
 };
 pub use error::{PlanError, RingError};
 pub use node_state::NodeState;

@@ -112,11 +112,16 @@ impl Ring {
         Ring::new(RingConfig::parse(text)?)
     }
 
-    /// Reads, parses and validates a ring file.
+    /// Reads, parses and validates a ring file; relative `[tls]` paths are taken from the
+    /// file's directory.
     pub fn load(path: &Path) -> Result<Self, RingError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| RingError::Read { path: path.to_path_buf(), source })?;
-        Ring::parse(&text)
+        let mut config = RingConfig::parse(&text)?;
+        if let Some(tls) = &mut config.tls {
+            tls.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        }
+        Ring::new(config)
     }
 
     /// The ring as ring-file TOML, as nodes store it and send it to each other.

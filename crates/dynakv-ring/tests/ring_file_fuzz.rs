@@ -108,6 +108,9 @@ fn check_error(error: &RingError, text: &str) -> Result<(), TestCaseError> {
         }
         RingError::NAboveTarget { n, target } => *n > *target && message.contains("replication.n"),
         RingError::Setting { name, .. } => message.starts_with(name),
+        RingError::TlsUnpaired { set, missing } => {
+            message.contains(set) && message.contains(missing)
+        }
         // Not produced by parsing text.
         RingError::Read { .. } | RingError::UnknownNode { .. } => false,
     };

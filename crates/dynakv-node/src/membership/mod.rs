@@ -166,14 +166,20 @@ pub async fn learn(state: &NodeState) {
 }
 
 /// Fetches the ring a member at `addr` serves, for a node joining through it.
-pub async fn fetch_ring(addr: SocketAddr, ring: &Ring, max_message: usize) -> Result<Ring, String> {
+pub async fn fetch_ring(
+    addr: SocketAddr,
+    ring: &Ring,
+    me: &str,
+    max_message: usize,
+) -> Result<Ring, String> {
     let node = dynakv_ring::NodeSpec {
         id: "member".into(),
         addr,
         metrics: None,
         state: Default::default(),
     };
-    let peer = crate::peers::Peer::connect(&node, ring, max_message).map_err(|e| e.to_string())?;
+    let peer =
+        crate::peers::Peer::connect(&node, ring, me, max_message).map_err(|e| e.to_string())?;
     let mut last = String::new();
     for attempt in 0..20u64 {
         match peer.call(|mut c| async move { c.get_ring(v1::GetRingRequest {}).await }).await {
