@@ -4,6 +4,8 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -292,7 +294,7 @@ async fn a_decommissioned_node_hands_its_ranges_over_and_holds_nothing_the_clust
     // Its data directory can go: every key is on all N of its new replicas without it.
     cluster.nodes[1].take();
     std::fs::remove_dir_all(cluster.data_dir(1)).unwrap();
-    check_on_replicas(&ring, &acked, 3).await;
+    on_all_replicas_after_repair(&ring, &acked).await;
 
     // A node restarted alone with the old ring file serves the newer ring it stored.
     for node in cluster.nodes.iter_mut() {
@@ -456,11 +458,103 @@ async fn a_joining_node_killed_mid_stream_resumes_and_so_does_a_killed_source() 
     drop(joining);
 }
 
+/// 4 writers of fresh keys and 4 readers of preloaded ones, running until finished.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<parking_lot::Mutex<HashMap<Bytes, Version>>>,
+    /// Reads that found the key, found nothing, and failed.
+    reads: Arc<[AtomicU64; 3]>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(client: &Client, preloaded: &HashMap<Bytes, Version>) -> Load {
+        let acked = Arc::new(parking_lot::Mutex::new(HashMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reads: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..5_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let key = Bytes::from(format!("w{w}-{i:05}"));
+                    if let Ok(written) = client.put(key.clone(), Bytes::from(vec![b'w'; 256])).await
+                    {
+                        acked.lock().insert(key, written.version);
+                    }
+                }
+            }));
+        }
+        let keys: Vec<Bytes> = preloaded.keys().cloned().collect();
+        for r in 0..4 {
+            let (client, stop, keys, reads) =
+                (client.clone(), stop.clone(), keys.clone(), reads.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..20_000usize {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let outcome =
+                        match client.get(keys[(i * 7 + r * 31) % keys.len()].clone()).await {
+                            Ok(Some(_)) => 0,
+                            Ok(None) => 1,
+                            Err(_) => 2,
+                        };
+                    reads[outcome].fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        Load { stop, acked, reads, tasks }
+    }
+
+    /// Stops the load; the writes it had acknowledged. Fails the test if a preloaded key ever
+    /// read as not found.
+    async fn finish(self, client: &Client) -> HashMap<Bytes, Version> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        client.settle().await;
+        let acked = self.acked.lock().clone();
+        let [found, missing, failed] = [0, 1, 2].map(|i| self.reads[i].load(Ordering::Relaxed));
+        println!(
+            "{} writes acknowledged; {found} reads of preloaded keys, {missing} not found, {failed} failed",
+            acked.len()
+        );
+        assert!(acked.len() > 100, "the writers made progress");
+        assert_eq!(missing, 0, "a preloaded key read as not found");
+        acked
+    }
+}
+
+/// Waits until every acknowledged write is on all N of its replicas in `ring`, after one
+/// anti-entropy round on every node (a replica that refused a write placed by an older ring
+/// while a change was agreed missed it, as any replica that fails a write does).
+async fn on_all_replicas_after_repair(ring: &Ring, acked: &HashMap<Bytes, Version>) {
+    for node in ring.nodes() {
+        raw(node.addr).await.repair(v1::RepairRequest {}).await.expect("repair");
+    }
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let short = short_of(ring, acked, 3).await;
+        if short.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} acknowledged writes are not on all N replicas: {:?}",
+            short.len(),
+            &short[..short.len().min(8)]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_added_under_load_lose_no_acknowledged_write() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
     let mut cluster = Cluster::start(3);
     let client = client_for(&cluster.ring);
     wait_until_up(&client).await;
@@ -468,42 +562,7 @@ async fn two_nodes_added_under_load_lose_no_acknowledged_write() {
     assert_eq!(preloaded.len(), 300);
     client.settle().await;
 
-    let acked = Arc::new(parking_lot::Mutex::new(HashMap::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (reads, misses, failures) =
-        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut load = Vec::new();
-    for w in 0..4 {
-        let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
-        load.push(tokio::spawn(async move {
-            for i in 0..5_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let key = Bytes::from(format!("w{w}-{i:05}"));
-                if let Ok(written) = client.put(key.clone(), Bytes::from(vec![b'w'; 256])).await {
-                    acked.lock().insert(key, written.version);
-                }
-            }
-        }));
-    }
-    let keys: Vec<Bytes> = preloaded.keys().cloned().collect();
-    for r in 0..4 {
-        let (client, stop, keys) = (client.clone(), stop.clone(), keys.clone());
-        let (reads, misses, failures) = (reads.clone(), misses.clone(), failures.clone());
-        load.push(tokio::spawn(async move {
-            for i in 0..20_000usize {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                match client.get(keys[(i * 7 + r * 31) % keys.len()].clone()).await {
-                    Ok(Some(_)) => reads.fetch_add(1, Ordering::Relaxed),
-                    Ok(None) => misses.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => failures.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
+    let load = Load::start(&client, &preloaded);
 
     let mut live: Vec<SocketAddr> = cluster.addrs.clone();
     let mut version = 1;
@@ -531,42 +590,10 @@ async fn two_nodes_added_under_load_lose_no_acknowledged_write() {
         assert!(plan.replica_ratio().unwrap() <= 1.15);
         assert_eq!(after.nodes().len(), i + 1);
     }
-    stop.store(true, Ordering::Relaxed);
-    for task in load {
-        task.await.unwrap();
-    }
-    client.settle().await;
+    let acked = load.finish(&client).await;
     let ring = settled(&live, version).await;
-    let acked = acked.lock().clone();
-    println!(
-        "{} writes acknowledged; {} reads of preloaded keys, {} not found, {} failed",
-        acked.len(),
-        reads.load(Ordering::Relaxed),
-        misses.load(Ordering::Relaxed),
-        failures.load(Ordering::Relaxed)
-    );
-    assert!(acked.len() > 100, "the writers made progress");
-    assert_eq!(misses.load(Ordering::Relaxed), 0, "a preloaded key read as not found");
-    // Right away on R replicas of the new ring; on all N after one anti-entropy round (a replica
-    // that refused a write placed by an older ring while the change was agreed missed it, as
-    // any replica that fails a write does).
+    // Right away on R replicas of the new ring; on all N after one anti-entropy round.
     check_on_replicas(&ring, &acked, 2).await;
     check_on_replicas(&ring, &preloaded, 2).await;
-    for node in ring.nodes() {
-        raw(node.addr).await.repair(v1::RepairRequest {}).await.expect("repair");
-    }
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        let short = short_of(&ring, &acked, 3).await;
-        if short.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} acknowledged writes are not on all N replicas: {:?}",
-            short.len(),
-            &short[..short.len().min(8)]
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    on_all_replicas_after_repair(&ring, &acked).await;
 }
