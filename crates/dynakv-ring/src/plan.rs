@@ -74,14 +74,7 @@ impl Ring {
         match change {
             Change::Add { id, addr } => {
                 check_new_node(self, id, *addr)?;
-                if !config.nodes.iter().any(|node| node.id == *id) {
-                    config.nodes.push(NodeSpec {
-                        id: id.clone(),
-                        addr: *addr,
-                        metrics: None,
-                        state: NodeState::Joining,
-                    });
-                }
+                join(&mut config.nodes, id, *addr);
                 config.moving = true;
             }
             Change::Remove { id, dead } => {
@@ -102,19 +95,20 @@ impl Ring {
                 }
                 check_new_node(self, id, *addr)?;
                 config.nodes[index].state = NodeState::Dead;
-                if !config.nodes.iter().any(|node| node.id == *id) {
-                    config.nodes.push(NodeSpec {
-                        id: id.clone(),
-                        addr: *addr,
-                        metrics: None,
-                        state: NodeState::Joining,
-                    });
-                }
+                join(&mut config.nodes, id, *addr);
                 config.moving = true;
             }
         }
         config.version += 1;
         Ok(Ring::new(config)?)
+    }
+}
+
+/// Lists node `id` at `addr` as joining, unless it is listed already (as a joining node there).
+fn join(nodes: &mut Vec<NodeSpec>, id: &str, addr: SocketAddr) {
+    if !nodes.iter().any(|node| node.id == id) {
+        let state = NodeState::Joining;
+        nodes.push(NodeSpec { id: id.to_string(), addr, metrics: None, state });
     }
 }
 

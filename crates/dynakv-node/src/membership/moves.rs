@@ -129,16 +129,21 @@ fn save(state: &NodeState, moves: &Moves) {
     }
 }
 
-/// Updates span `i` of the current move, persisting the change.
+/// Updates span `i` of the current move: persisted first, then shown (`MoveStatus` never
+/// reports progress a crash could lose).
 fn update(state: &NodeState, version: u64, i: usize, change: impl FnOnce(&mut SpanMove)) {
-    let mut moves = state.membership.moves.lock();
-    if moves.version != version || i >= moves.spans.len() {
+    let mut next = state.membership.moves.lock().clone();
+    // Only the membership task changes the progress, so nothing changes it between the clone
+    // and the swap below.
+    if next.version != version || i >= next.spans.len() {
         return;
     }
-    change(&mut moves.spans[i]);
-    let snapshot = moves.clone();
-    drop(moves);
-    save(state, &snapshot);
+    change(&mut next.spans[i]);
+    save(state, &next);
+    let mut moves = state.membership.moves.lock();
+    if moves.version == version {
+        *moves = next;
+    }
 }
 
 /// Notes why span `i` waits (not persisted).

@@ -20,8 +20,12 @@ use dynakv_ring::{PlanError, Ring};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
+use dynakv_proto::v1::replica_client::ReplicaClient;
+use tonic::transport::Channel;
+
 use super::meta;
 use crate::service::NodeState;
+use crate::topology::Topology;
 
 /// Orders proposals for one version: the higher round wins, the proposer's id breaks ties.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -212,23 +216,18 @@ pub async fn propose(
 
         // Phase 1.
         let request = v1::PrepareRequest { version, ballot: Some(ballot.clone().into()) };
-        let replies = futures::future::join_all(voters.iter().map(|&voter| {
-            let request = request.clone();
-            let topology = topology.clone();
-            async move {
-                match topology.peer(voter) {
-                    None => state.prepare(request).ok(),
-                    Some(peer) => {
-                        peer.call(|mut c| async move { c.prepare(request).await }).await.ok()
-                    }
-                }
-            }
-        }))
+        let replies = ask_voters(
+            &topology,
+            &voters,
+            request,
+            |r| state.prepare(r),
+            |mut c, r| async move { c.prepare(r).await },
+        )
         .await;
         let mut promises = 0;
         let mut highest: Option<(Ballot, String)> = None;
         let mut behind = false;
-        for reply in replies.into_iter().flatten() {
+        for reply in replies {
             behind |= reply.ring_version > current.version();
             if let Some(p) = &reply.promised_ballot {
                 round = round.max(p.round + 1);
@@ -264,21 +263,16 @@ pub async fn propose(
         // Phase 2.
         let request =
             v1::AcceptRequest { version, ballot: Some(ballot.into()), ring: value.clone() };
-        let replies = futures::future::join_all(voters.iter().map(|&voter| {
-            let request = request.clone();
-            let topology = topology.clone();
-            async move {
-                match topology.peer(voter) {
-                    None => state.accept(request).ok(),
-                    Some(peer) => {
-                        peer.call(|mut c| async move { c.accept(request).await }).await.ok()
-                    }
-                }
-            }
-        }))
+        let replies = ask_voters(
+            &topology,
+            &voters,
+            request,
+            |r| state.accept(r),
+            |mut c, r| async move { c.accept(r).await },
+        )
         .await;
         let mut accepted = 0;
-        for reply in replies.into_iter().flatten() {
+        for reply in replies {
             if let Some(p) = &reply.promised_ballot {
                 round = round.max(p.round + 1);
             }
@@ -301,6 +295,34 @@ pub async fn propose(
         return Ok(Some(chosen));
     }
     Err(last.unwrap_or(ProposeError::NoQuorum { version: 0, answered: 0, voters: 0, needed: 1 }))
+}
+
+/// Sends `request` to every voter at once (this node's own acceptor answers through `local`),
+/// and returns the replies of those that answered.
+async fn ask_voters<Q, A, L, R, Fut>(
+    topology: &Topology,
+    voters: &[usize],
+    request: Q,
+    local: L,
+    remote: R,
+) -> Vec<A>
+where
+    Q: Clone,
+    L: Fn(Q) -> Result<A, Status>,
+    R: Fn(ReplicaClient<Channel>, Q) -> Fut + Clone,
+    Fut: Future<Output = Result<tonic::Response<A>, Status>>,
+{
+    let calls = voters.iter().map(|&voter| {
+        let (request, remote) = (request.clone(), remote.clone());
+        let local = &local;
+        async move {
+            match topology.peer(voter) {
+                None => local(request).ok(),
+                Some(peer) => peer.call(|c| remote(c, request)).await.ok(),
+            }
+        }
+    });
+    futures::future::join_all(calls).await.into_iter().flatten().collect()
 }
 
 /// What `next` does to `ring`, in a few words, for error messages.
