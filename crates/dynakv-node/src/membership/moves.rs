@@ -36,9 +36,13 @@ use crate::service::{NodeState, owner_hash, storage_status};
 use crate::topology::Topology;
 
 /// Records per streamed chunk, at most; a chunk is also cut at [`CHUNK_BYTES`].
-const CHUNK_RECORDS: usize = 512;
+const CHUNK_RECORDS: usize = 2048;
 /// Value bytes per streamed chunk, at most (one record may exceed it alone).
-const CHUNK_BYTES: usize = 1024 * 1024;
+const CHUNK_BYTES: usize = 2 * 1024 * 1024;
+/// How often a stream's progress is persisted (and so shown): an fsync per chunk would cost
+/// more than the chunk. A restart resumes from the last persisted key and streams the rest
+/// again, which the merge rule makes harmless.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 /// This node's part in the move of one ring version.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -311,19 +315,41 @@ async fn stream(
         peer.raw().stream_span(request).await.map_err(|s| s.message().to_string())?.into_inner();
     let started = Instant::now();
     let mut sent = 0u64;
+    // Applied but not yet persisted: records, bytes, and the last key.
+    let mut unsaved: (u64, u64, Option<(u64, Vec<u8>)>) = (0, 0, None);
+    let mut saved_at = Instant::now();
+    let save_progress = |unsaved: &mut (u64, u64, Option<(u64, Vec<u8>)>)| {
+        let (keys, bytes, last) = std::mem::take(unsaved);
+        update(state, version, i, |s| {
+            s.keys += keys;
+            s.bytes += bytes;
+            if last.is_some() {
+                s.after = last;
+            }
+            s.waiting.clear();
+        });
+    };
     loop {
+        if saved_at.elapsed() >= PROGRESS_EVERY {
+            save_progress(&mut unsaved);
+            saved_at = Instant::now();
+        }
         let next = tokio::select! {
             _ = state.stopping.cancelled() => return Err("the node is stopping".into()),
             next = tokio::time::timeout(Duration::from_secs(30), stream.next()) => next,
         };
+        let failed = |why: String, unsaved: &mut _| {
+            save_progress(unsaved);
+            Err(why)
+        };
         let chunk = match next {
-            Err(_) => return Err("the holder sent nothing for 30 s".into()),
+            Err(_) => return failed("the holder sent nothing for 30 s".into(), &mut unsaved),
             Ok(None) => break,
-            Ok(Some(Err(status))) => return Err(status.message().to_string()),
+            Ok(Some(Err(status))) => return failed(status.message().to_string(), &mut unsaved),
             Ok(Some(Ok(chunk))) => chunk,
         };
         if state.ring_version() != version {
-            return Err("the ring changed".into());
+            return failed("the ring changed".into(), &mut unsaved);
         }
         let mut writes = Vec::with_capacity(chunk.records.len());
         let mut bytes = 0u64;
@@ -341,16 +367,15 @@ async fn stream(
         }
         let count = writes.len() as u64;
         for outcome in futures::future::join_all(writes).await {
-            outcome.map_err(|e| format!("local storage: {e}"))?;
-        }
-        update(state, version, i, |s| {
-            s.keys += count;
-            s.bytes += bytes;
-            if last.is_some() {
-                s.after = last;
+            if let Err(e) = outcome {
+                return failed(format!("local storage: {e}"), &mut unsaved);
             }
-            s.waiting.clear();
-        });
+        }
+        unsaved.0 += count;
+        unsaved.1 += bytes;
+        if last.is_some() {
+            unsaved.2 = last;
+        }
         crate::metrics::moved(&state.label, count, bytes);
         sent += bytes;
         let due = Duration::from_secs_f64(sent as f64 / rate as f64);
@@ -358,7 +383,13 @@ async fn stream(
             tokio::time::sleep(ahead).await;
         }
     }
+    let (keys, bytes, last) = unsaved;
     update(state, version, i, |s| {
+        s.keys += keys;
+        s.bytes += bytes;
+        if last.is_some() {
+            s.after = last;
+        }
         s.streamed = true;
         s.synced.push(peer.id.clone());
     });
@@ -375,7 +406,7 @@ pub fn serve_stream(
         request.span.ok_or_else(|| Status::invalid_argument("stream request has no span"))?.into();
     let resume = (!request.after.is_empty())
         .then(|| next_page_start(&stored_key(request.after_token, &request.after)));
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<v1::StreamChunk, Status>>(2);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<v1::StreamChunk, Status>>(4);
     let state = state.clone();
     state.tasks.clone().spawn(async move {
         for (from, to) in span.key_ranges() {
@@ -405,7 +436,7 @@ pub fn serve_stream(
                     let (Some((_, key)), Ok(record)) = (split_stored_key(stored), codec::decode(value)) else {
                         continue;
                     };
-                    bytes += value.len();
+                    bytes += value.len() + stored.len();
                     records.push(v1::StreamedRecord {
                         key: Bytes::copy_from_slice(key),
                         record: Some(record.into()),
