@@ -233,8 +233,10 @@ async fn sync_gains(state: &NodeState, topology: &Topology, me: usize) {
                     }
                 }
             }
-            // A node that cannot be asked cannot take writes either; the hints it may hold are
-            // for holders, which stream them on (or wait for them at collection).
+            // A node that cannot be asked is not waited for: a write it holds a hint for was
+            // also acknowledged by a holder unless every acknowledgement came from a stand-in,
+            // and when it returns its hints still reach the key's replicas (a hint whose owner
+            // no longer holds the key goes to the key's replicas in the live ring).
             _ => {}
         }
     }
