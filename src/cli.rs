@@ -61,7 +61,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
     /// Make a cluster CA and, signed by it, a certificate per node of the ring (for its
-    /// address), a client and an admin certificate; then add a [tls] table naming them to the
+    /// address), a client and an admin certificate; then add a `[tls]` table naming them to the
     /// ring file. Never overwrites a file.
     Init(CertsInitArgs),
 }
@@ -99,7 +99,7 @@ pub struct NodeArgs {
     /// Add a random delay of MIN..MAX milliseconds to every replica request (for demonstrations).
     #[arg(long, value_name = "MIN..MAX", value_parser = parse_delay)]
     pub inject_delay_ms: Option<std::ops::RangeInclusive<u64>>,
-    /// Serve a non-loopback address without TLS (the ring file has no [tls] table): anyone who
+    /// Serve a non-loopback address without TLS (the ring file has no `[tls]` table): anyone who
     /// reaches the port can then read and write every key.
     #[arg(long)]
     pub insecure: bool,
@@ -130,8 +130,8 @@ pub struct DevArgs {
     /// Directory holding one data directory per node.
     #[arg(long, default_value = "data")]
     pub data_root: PathBuf,
-    /// Serve mutual TLS: unless the ring file has a [tls] table already, make certificates
-    /// under DATA_ROOT/certs and add a [tls] table naming them to the ring file.
+    /// Serve mutual TLS: unless the ring file has a `[tls]` table already, make certificates
+    /// under DATA_ROOT/certs and add a `[tls]` table naming them to the ring file.
     #[arg(long)]
     pub tls: bool,
 }
