@@ -359,3 +359,106 @@ async fn the_cli_takes_a_consistency_level() {
     assert!(stderr.trim_end().ends_with("the write was not applied"), "{stderr}");
     cluster.shutdown().await;
 }
+
+/// Real node processes: 3 at first, a 4th added while 8 linearizable clients run, and one of
+/// the first three killed with SIGKILL and restarted during the move. Majorities are joint
+/// while the ring moves (the write round needs a majority of the current replicas and of the
+/// target ones), so the history stays linearizable across the change and the crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_histories_pass_across_a_ring_change_and_a_kill_9() {
+    use crate::support::{NodeProcess, QUIET, free_addr, ring_text_with, wait_until_up};
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let extra = format!("[storage]\nmin_free_mb = 0\n{QUIET}");
+    let text = ring_text_with(&addrs, 3, 2, 2, &extra);
+    let ring_path = dir.path().join("ring.toml");
+    std::fs::write(&ring_path, &text).unwrap();
+    let ring = dynakv_ring::Ring::parse(&text).unwrap();
+    let data = |id: &str| dir.path().join(id);
+    let mut nodes: Vec<Option<NodeProcess>> = (1..=3)
+        .map(|i| Some(NodeProcess::start(&ring_path, &format!("n{i}"), &data(&format!("n{i}")))))
+        .collect();
+    let options = ClientOptions {
+        request_timeout: Duration::from_millis(500),
+        max_attempts: 1,
+        consistency: Consistency::Linearizable,
+        ..ClientOptions::from_ring(&ring)
+    };
+    let admin = Client::builder(ring.clone()).build().expect("client");
+    wait_until_up(&admin).await;
+    let seed = seeds(&[21])[0];
+    let spawn_clients = |round: u64| -> Vec<_> {
+        (0..CLIENTS)
+            .map(|id| {
+                let client =
+                    Client::builder(ring.clone()).options(options.clone()).build().unwrap();
+                tokio::spawn(run_client(client, id, seed + 1000 * round))
+            })
+            .collect()
+    };
+    let mut history = Vec::new();
+    let clients = spawn_clients(0);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n4 = free_addr();
+    let _n4 = NodeProcess::start_with(
+        &ring_path,
+        "n4",
+        &data("n4"),
+        &["--addr", &n4.to_string(), "--join", &addrs[0].to_string()],
+    );
+    let mut joint = None;
+    for _ in 0..100 {
+        let change = dynakv_ring::Change::Add { id: "n4".into(), addr: n4 };
+        match admin.change_ring(change).await {
+            Ok(ring) => {
+                joint = Some(ring);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let joint = joint.expect("ring add");
+    assert!(joint.is_moving());
+    // n2 dies mid-move and comes back on its data.
+    nodes[1].take().unwrap().kill9();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    nodes[1] = Some(NodeProcess::start(&ring_path, "n2", &data("n2")));
+    for client in clients {
+        history.extend(client.await.expect("client task"));
+    }
+    // More rounds of clients (each started with the v1 ring file) until the finished ring has
+    // been served for one whole round: the history spans the switch of reads to the new owners.
+    let mut after_finish = 0;
+    for round in 1..=20 {
+        let clients = spawn_clients(round);
+        for client in clients {
+            history.extend(client.await.expect("client task"));
+        }
+        let version = admin.refresh_ring().await.map_or(0, |r| r.version());
+        if version > joint.version() {
+            after_finish += 1;
+            if after_finish == 2 {
+                break;
+            }
+        }
+    }
+    assert_eq!(after_finish, 2, "the ring change finished while clients ran");
+    let ring = admin.refresh_ring().await.expect("refresh");
+    eprintln!(
+        "linearizable across a ring change (ring v{}): {}",
+        ring.version(),
+        summary(&history)
+    );
+    assert!(exercised(&history), "nothing succeeded: {}", summary(&history));
+    let report: Report<String> = dynakv_check::check(&history);
+    assert!(!report.gave_up(), "the checker gave up: {report:?}");
+    if let Some(violation) = report.violations().next() {
+        panic!(
+            "key {} is not linearizable ({:?}); its operations (ms):\n{}",
+            violation.key,
+            violation.verdict,
+            describe(&history, &violation.key)
+        );
+    }
+}
