@@ -208,14 +208,19 @@ async fn linearizable_history_passes(nemesis: Nemesis, seed: u64) {
     let history = record(Consistency::Linearizable, nemesis, seed).await;
     eprintln!("linearizable seed {seed} ({nemesis:?}): {}", summary(&history));
     assert!(exercised(&history), "seed {seed}: nothing succeeded: {}", summary(&history));
-    let report: Report<String> = dynakv_check::check(&history);
-    assert!(!report.gave_up(), "seed {seed}: the checker gave up: {report:?}");
+    assert_linearizable(&history, &format!("seed {seed}"));
+}
+
+/// Fails the test, with the offending key's operations, unless the checker passes `history`.
+fn assert_linearizable(history: &[Recorded], what: &str) {
+    let report: Report<String> = dynakv_check::check(history);
+    assert!(!report.gave_up(), "{what}: the checker gave up: {report:?}");
     if let Some(violation) = report.violations().next() {
         panic!(
-            "seed {seed}: key {} is not linearizable ({:?}); its operations (ms):\n{}",
+            "{what}: key {} is not linearizable ({:?}); its operations (ms):\n{}",
             violation.key,
             violation.verdict,
-            describe(&history, &violation.key)
+            describe(history, &violation.key)
         );
     }
 }
@@ -451,14 +456,5 @@ async fn linearizable_histories_pass_across_a_ring_change_and_a_kill_9() {
         summary(&history)
     );
     assert!(exercised(&history), "nothing succeeded: {}", summary(&history));
-    let report: Report<String> = dynakv_check::check(&history);
-    assert!(!report.gave_up(), "the checker gave up: {report:?}");
-    if let Some(violation) = report.violations().next() {
-        panic!(
-            "key {} is not linearizable ({:?}); its operations (ms):\n{}",
-            violation.key,
-            violation.verdict,
-            describe(&history, &violation.key)
-        );
-    }
+    assert_linearizable(&history, "across a ring change");
 }

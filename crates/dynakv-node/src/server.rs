@@ -191,7 +191,9 @@ async fn live_ring(
     max_message: usize,
 ) -> Result<Arc<Ring>, NodeError> {
     let mut ring = config.ring.clone();
-    match membership.stored_ring() {
+    let stored = membership.stored_ring();
+    let stored_version = stored.as_ref().ok().and_then(|s| s.as_ref()).map(Ring::version);
+    match stored {
         Ok(Some(stored)) if stored.version() > ring.version() => {
             tracing::info!(node = %config.id, file = ring.version(), stored = stored.version(), "serving the newer ring this node stored");
             ring = Arc::new(stored);
@@ -210,7 +212,7 @@ async fn live_ring(
     } else {
         ring.node_index(&config.id)?;
     }
-    if membership.stored_ring().ok().flatten().is_none_or(|s| s.version() < ring.version()) {
+    if stored_version.is_none_or(|v| v < ring.version()) {
         membership.meta.write(membership::meta::RING, &ring.to_toml()).map_err(NodeError::Meta)?;
     }
     Ok(ring)

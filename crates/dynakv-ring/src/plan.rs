@@ -107,9 +107,13 @@ impl Ring {
 /// Lists node `id` at `addr` as joining, unless it is listed already (as a joining node there).
 fn join(nodes: &mut Vec<NodeSpec>, id: &str, addr: SocketAddr) {
     if !nodes.iter().any(|node| node.id == id) {
-        let state = NodeState::Joining;
-        nodes.push(NodeSpec { id: id.to_string(), addr, metrics: None, state });
+        nodes.push(node_at(id, addr, NodeState::Joining));
     }
+}
+
+/// A ring-file entry for node `id` at `addr`, metrics at the default address.
+fn node_at(id: &str, addr: SocketAddr, state: NodeState) -> NodeSpec {
+    NodeSpec { id: id.to_string(), addr, metrics: None, state }
 }
 
 /// The error for an id the ring does not list.
@@ -268,12 +272,7 @@ impl Plan {
         let existing = config.nodes.iter().position(|node| node.id == id);
         match existing {
             Some(i) => config.nodes[i].state = NodeState::Normal,
-            None => config.nodes.push(NodeSpec {
-                id: id.to_string(),
-                addr,
-                metrics: None,
-                state: NodeState::Normal,
-            }),
+            None => config.nodes.push(node_at(id, addr, NodeState::Normal)),
         }
         config.version += 1;
         let after = Ring::new(config)?;
@@ -306,12 +305,7 @@ impl Plan {
         check_new_node(ring, id, addr)?;
         let mut config = ring.config().clone();
         config.nodes.retain(|node| node.id != dead && node.id != id);
-        config.nodes.push(NodeSpec {
-            id: id.to_string(),
-            addr,
-            metrics: None,
-            state: NodeState::Normal,
-        });
+        config.nodes.push(node_at(id, addr, NodeState::Normal));
         config.version += 1;
         let after = Ring::new(config)?;
         let ideal = (ring.primary_shares()[index], ring.replica_shares()[index]);
