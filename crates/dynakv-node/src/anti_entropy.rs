@@ -26,7 +26,7 @@ use dynakv_core::report::note_error;
 use dynakv_core::{Record, RepairReport, Version, codec};
 use dynakv_proto::v1::{self, batch_result::Result as Outcome};
 use dynakv_ring::key_token;
-use dynakv_storage::{Pages, Space, StorageError, split_stored_key};
+use dynakv_storage::{Pages, Space, StorageError, Write, split_stored_key};
 use prost::Message;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -487,14 +487,14 @@ impl Sync<'_> {
                 chunk.iter().map(|op| op_key(&op.op).unwrap_or_default()).collect();
             let results = self.send(chunk).await?;
             let state = self.state;
-            // Offered to the store all at once, so the chunk shares one group commit.
+            // Offered to the store as one message, so the chunk shares one group commit.
             let mut writes = Vec::with_capacity(keys.len());
             for (key, result) in keys.iter().zip(results) {
                 match result {
                     Ok(Outcome::Read(read)) => match read.record.map(Record::try_from) {
                         Some(Ok(record)) => {
                             state.clock.observe(record.version.timestamp);
-                            writes.push(state.store.write(key_token(key), key, record));
+                            writes.push(Write::record(key_token(key), key, record));
                         }
                         Some(Err(e)) => failures.note(format_args!("pulled record: {e}")),
                         // Collected on the peer since it listed it: nothing to pull.
@@ -505,7 +505,7 @@ impl Sync<'_> {
                 }
             }
             let pulled = writes.len();
-            for outcome in futures::future::join_all(writes).await {
+            for outcome in state.store.write_batch(writes).await {
                 if outcome?.applied {
                     self.report.keys_received += 1;
                 }

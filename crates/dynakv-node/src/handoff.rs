@@ -16,7 +16,7 @@ use bytes::Bytes;
 use dynakv_core::report::note_error;
 use dynakv_core::{HandoffReport, Version, codec};
 use dynakv_proto::v1::batch_result::Result as Outcome;
-use dynakv_storage::{Space, StorageError, next_page_start, split_stored_key};
+use dynakv_storage::{Space, StorageError, Write, next_page_start, split_stored_key};
 
 use crate::anti_entropy::Span;
 use crate::peers::{Peer, SizedOp, chunks, unreachable};
@@ -147,13 +147,13 @@ async fn hand_off(
                 continue;
             }
         };
-        // Removals are offered to the store together, so they share one group commit.
+        // Removals go to the store as one message, so they share one group commit.
         let mut removals = Vec::with_capacity(chunk_hints.len());
         for ((hint_key, version), result) in chunk_hints.into_iter().zip(results) {
             match result {
                 // Applied or not, the owner now holds this version or a newer one.
                 Ok(Outcome::Write(_)) => {
-                    removals.push(state.store.remove_if(Space::Hints, hint_key, version));
+                    removals.push(Write::remove_if(Space::Hints, hint_key, version));
                 }
                 Ok(_) => {
                     report.failed += 1;
@@ -171,7 +171,7 @@ async fn hand_off(
                 }
             }
         }
-        for removed in futures::future::join_all(removals).await {
+        for removed in state.store.write_batch(removals).await {
             report.delivered += u64::from(removed?.applied);
         }
     }

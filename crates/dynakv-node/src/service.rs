@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use dynakv_core::{Clock, Hlc, Record, validate_key, validate_value};
 use dynakv_proto::v1::{self, replica_server::Replica};
 use dynakv_ring::{Ring, key_token};
-use dynakv_storage::{FaultKind, StorageError, Store};
+use dynakv_storage::{FaultKind, StorageError, Store, Write, WriteOutcome};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
@@ -165,6 +165,14 @@ pub(crate) fn storage_status(e: StorageError) -> Status {
     }
 }
 
+/// A write that passed every check: what the store is to write for it.
+struct AdmittedWrite {
+    /// The hint (if any) first, then the node's own record (if it is a replica).
+    writes: Vec<Write>,
+    /// True when the write came with `hint_for` another replica.
+    hint: bool,
+}
+
 impl NodeState {
     /// Serves one read.
     pub async fn read(&self, request: v1::ReadRequest) -> Result<v1::ReadResponse, Status> {
@@ -189,6 +197,24 @@ impl NodeState {
     pub async fn write(&self, request: v1::WriteRequest) -> Result<v1::WriteResponse, Status> {
         let _admitted = self.membership.admission.read().await;
         let topology = self.topology();
+        let admitted = self.admit_write(&topology, request)?;
+        let outcome = match admitted.writes.len() {
+            1 => {
+                let write = admitted.writes.into_iter().next().expect("one write");
+                vec![self.store.write_one(write).await]
+            }
+            _ => self.store.write_batch(admitted.writes).await,
+        };
+        self.written(&topology, admitted.hint, outcome)
+    }
+
+    /// Checks one write under `topology` (key, ring version, the replica or hint owner, record,
+    /// value size, clock) and returns what the store is to write for it.
+    fn admit_write(
+        &self,
+        topology: &Topology,
+        request: v1::WriteRequest,
+    ) -> Result<AdmittedWrite, Status> {
         let ring = &topology.ring;
         let hint_for = match request.hint_for.as_str() {
             "" => None,
@@ -199,10 +225,10 @@ impl NodeState {
             }
         };
         let (token, replica) = match hint_for {
-            None => (self.route(&topology, &request.key, request.ring_version)?, true),
+            None => (self.route(topology, &request.key, request.ring_version)?, true),
             Some(owner) => {
                 validate_key(&request.key).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                self.check_ring_version(&topology, request.ring_version)?;
+                self.check_ring_version(topology, request.ring_version)?;
                 let token = key_token(&request.key);
                 if !ring.holds(token, owner) {
                     return Err(dynakv_proto::convert::stale_ring_status(
@@ -229,57 +255,122 @@ impl NodeState {
             .admit(record.version.timestamp)
             .map_err(|skew| dynakv_proto::convert::clock_skew_status(&self.id, skew))?;
         let key = &request.key;
-        let outcome = match hint_for {
-            None => self.store.write(token, key, record).await,
+        let writes = match hint_for {
+            None => vec![Write::record(token, key, record)],
             Some(owner) => {
-                let owner = owner_hash(&ring.nodes()[owner].id);
-                let hint = self.store.write_hint(owner, token, key, record.clone());
-                if replica {
-                    let (own, hint) = tokio::join!(self.store.write(token, key, record), hint);
-                    hint.and(own)
-                } else {
-                    hint.await
+                let hint =
+                    Write::hint(owner_hash(&ring.nodes()[owner].id), token, key, record.clone());
+                match replica {
+                    true => vec![hint, Write::record(token, key, record)],
+                    false => vec![hint],
                 }
             }
-        }
-        .map_err(storage_status);
+        };
+        Ok(AdmittedWrite { writes, hint: hint_for.is_some() })
+    }
+
+    /// The reply to an admitted write, from its store outcomes (the hint's first, if any): a
+    /// failed hint fails the write, else the node's own outcome (or the hint's, if it kept
+    /// only a hint) is the answer. Counts it.
+    fn written(
+        &self,
+        topology: &Topology,
+        hint: bool,
+        outcomes: Vec<Result<WriteOutcome, StorageError>>,
+    ) -> Result<v1::WriteResponse, Status> {
+        let outcome = outcomes
+            .into_iter()
+            .reduce(|first, next| first.and(next))
+            .unwrap_or(Err(StorageError::Closed))
+            .map_err(storage_status);
         let counted = match &outcome {
             Ok(o) if o.applied => "applied",
             Ok(_) => "stale",
             Err(_) => "error",
         };
-        metrics::operation(&self.label, if hint_for.is_some() { "hint" } else { "write" }, counted);
+        metrics::operation(&self.label, if hint { "hint" } else { "write" }, counted);
         let outcome = outcome?;
         Ok(v1::WriteResponse {
             applied: outcome.applied,
             current: Some(outcome.current.into()),
-            ring_version: ring.version(),
+            ring_version: topology.ring.version(),
         })
     }
 
-    /// Serves a batch: every operation at once, so the batch's writes share one storage commit.
+    /// Serves a batch: its writes go to the storage writer as one message (so they share one
+    /// commit), its reads to a reader as another, and each operation gets its own result.
     pub async fn batch(&self, request: v1::BatchRequest) -> Result<v1::BatchResponse, Status> {
+        use v1::batch_op::Op;
+        use v1::batch_result::Result as Outcome;
         if request.ops.len() > MAX_BATCH_OPS {
             return Err(Status::invalid_argument(format!(
                 "batch has {} operations, more than the limit of {MAX_BATCH_OPS}",
                 request.ops.len()
             )));
         }
-        let results = futures::future::join_all(request.ops.into_iter().map(|op| async move {
-            use v1::batch_op::Op;
-            use v1::batch_result::Result as Outcome;
-            let outcome = match op.op {
-                Some(Op::Read(read)) => self.read(read).await.map(Outcome::Read),
-                Some(Op::Write(write)) => self.write(write).await.map(Outcome::Write),
-                None => Err(Status::invalid_argument("batch operation is empty")),
+        // Every write of the batch is checked and stored under one admission, as a single
+        // write is: a new ring is not reported before they are stored.
+        let _admitted = self.membership.admission.read().await;
+        let topology = self.topology();
+        let mut results: Vec<Option<Result<Outcome, Status>>> =
+            Vec::with_capacity(request.ops.len());
+        let (mut reads, mut writes) = (Vec::new(), Vec::new());
+        // Per admitted write: its slot in `results`, whether it is a hint, its store writes.
+        let mut admitted = Vec::new();
+        for op in request.ops {
+            let slot = results.len();
+            results.push(None);
+            match op.op {
+                Some(Op::Read(read)) => match self.route(&topology, &read.key, read.ring_version) {
+                    Ok(token) => reads.push((slot, token, read.key)),
+                    Err(status) => results[slot] = Some(Err(status)),
+                },
+                Some(Op::Write(write)) => match self.admit_write(&topology, write) {
+                    Ok(write) => {
+                        admitted.push((slot, write.hint, write.writes.len()));
+                        writes.extend(write.writes);
+                    }
+                    Err(status) => results[slot] = Some(Err(status)),
+                },
+                None => {
+                    results[slot] = Some(Err(Status::invalid_argument("batch operation is empty")))
+                }
+            }
+        }
+        let stored = self.store.write_batch(writes);
+        let keys = reads.iter().map(|(_, token, key)| (*token, &key[..]));
+        let (records, stored) = tokio::join!(self.store.read_many(keys), stored);
+        for ((slot, _, _), record) in reads.iter().zip(records) {
+            let outcome = match &record {
+                Ok(Some(_)) => "found",
+                Ok(None) => "missing",
+                Err(_) => "error",
             };
-            let outcome = outcome.unwrap_or_else(|status| {
-                Outcome::Error(dynakv_proto::convert::status_op_error(&status))
-            });
-            v1::BatchResult { result: Some(outcome) }
-        }))
-        .await;
-        Ok(v1::BatchResponse { results, ring_version: self.ring_version() })
+            metrics::operation(&self.label, "read", outcome);
+            results[*slot] = Some(record.map_err(storage_status).map(|record| {
+                Outcome::Read(v1::ReadResponse {
+                    record: record.map(Into::into),
+                    ring_version: topology.ring.version(),
+                })
+            }));
+        }
+        let mut stored = stored.into_iter();
+        for (slot, hint, len) in admitted {
+            let outcomes = stored.by_ref().take(len).collect();
+            results[slot] = Some(self.written(&topology, hint, outcomes).map(Outcome::Write));
+        }
+        let results = results
+            .into_iter()
+            .map(|result| {
+                let result =
+                    result.unwrap_or_else(|| Err(Status::internal("batch operation lost")));
+                let outcome = result.unwrap_or_else(|status| {
+                    Outcome::Error(dynakv_proto::convert::status_op_error(&status))
+                });
+                v1::BatchResult { result: Some(outcome) }
+            })
+            .collect();
+        Ok(v1::BatchResponse { results, ring_version: topology.ring.version() })
     }
 
     /// The node's identity, clock and counters.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dynakv_core::codec;
-use dynakv_storage::{Space, StorageError, Store};
+use dynakv_storage::{Space, StorageError, Store, Write};
 use tokio_util::sync::CancellationToken;
 
 use crate::service::NodeState;
@@ -90,7 +90,7 @@ async fn pass(
         let Some(page) = pages.next().await? else { break };
         report.scanned += page.len() as u64;
         let expiries = page.iter().filter_map(|(key, value)| match expiry(value) {
-            Ok(Some((version, at))) if at <= now => Some(store.expire(key.clone(), version, now)),
+            Ok(Some((version, at))) if at <= now => Some(Write::expire(key.clone(), version, now)),
             Ok(Some((_, at))) => {
                 store.note_expiry(at);
                 None
@@ -101,8 +101,8 @@ async fn pass(
                 None
             }
         });
-        for outcome in futures::future::join_all(expiries).await {
-            report.expired += u64::from(outcome?);
+        for outcome in store.write_batch(expiries.collect()).await {
+            report.expired += u64::from(outcome?.applied);
         }
     }
     Ok(report)

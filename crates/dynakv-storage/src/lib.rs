@@ -12,7 +12,8 @@
 //! - [`faulty`]: [`FaultyStorage`], a wrapper that fails on command (full disk, I/O errors), for
 //!   tests and failure drills.
 //! - [`store`]: [`Store`], the node's handle: one writer thread that merges, removes
-//!   conditionally, rewrites expired records and group-commits; reader threads; live key and
+//!   conditionally, rewrites expired records and group-commits, taking a batch of writes
+//!   ([`Write`]) as one message; reader threads; live key and
 //!   hint counts; the degraded state after a failed commit, the free-space reserve, and recovery.
 //! - [`pages`]: paged scans of a key range ([`Pages`], [`PageCursor`]): the one paging loop.
 
@@ -33,4 +34,4 @@ pub use faulty::FaultyStorage;
 pub use fjall_engine::FjallStorage;
 pub use memory::MemoryStorage;
 pub use pages::{PageCursor, Pages, next_page_start};
-pub use store::{Store, StoreOptions, WriteOutcome};
+pub use store::{Store, StoreOptions, Write, WriteOutcome};

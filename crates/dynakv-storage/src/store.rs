@@ -7,6 +7,11 @@
 //! then answers each caller. One writer gives per-key ordering for free, and batching gives group
 //! commit. Reads go to a small pool of reader threads.
 //!
+//! Many writes offered at once ([`Store::write_batch`]: a Batch RPC, a streamed chunk, a page of
+//! hints) travel to the writer as one message and come back as one reply with an outcome per
+//! write; inside the writer they are merged one by one and committed in its group commit like
+//! any other writes. Many reads ([`Store::read_many`]) are likewise one message to one reader.
+//!
 //! The same writer serves both spaces: the node's own records and the hints it keeps for other
 //! nodes, the conditional removals (delivered hints, collected tombstones) that must never remove
 //! a record newer than the one they were decided on, and the expiry rewrite of the TTL sweep.
@@ -90,6 +95,34 @@ impl WriteOp {
     }
 }
 
+/// One write of a batch offered to the store at once ([`Store::write_batch`]); each does what the
+/// single-write method of the same name does.
+pub struct Write(WriteOp);
+
+impl Write {
+    /// Offers `record` for the key with ring token `token`, as [`Store::write`] does.
+    pub fn record(token: u64, key: &[u8], record: Record) -> Write {
+        Write(WriteOp::Merge { space: Space::Records, key: stored_key(token, key), record })
+    }
+
+    /// Offers `record` as a hint for the node whose id hashes to `owner`, as
+    /// [`Store::write_hint`] does.
+    pub fn hint(owner: u64, token: u64, key: &[u8], record: Record) -> Write {
+        Write(WriteOp::Merge { space: Space::Hints, key: hint_key(owner, token, key), record })
+    }
+
+    /// Removes the entry under `key` in `space` if it is still exactly `version`, as
+    /// [`Store::remove_if`] does.
+    pub fn remove_if(space: Space, key: Bytes, version: Version) -> Write {
+        Write(WriteOp::RemoveIf { space, key, version })
+    }
+
+    /// Turns the expired record under `stored` into a tombstone, as [`Store::expire`] does.
+    pub fn expire(stored: Bytes, version: Version, now_ms: u64) -> Write {
+        Write(WriteOp::Expire { key: stored, version, now_ms })
+    }
+}
+
 /// What the writer knows of a stored entry without its value.
 #[derive(Debug, Clone, Copy)]
 struct Meta {
@@ -108,16 +141,49 @@ impl Meta {
     }
 }
 
-/// A write waiting for the writer thread.
-struct WriteRequest {
-    op: WriteOp,
-    reply: oneshot::Sender<Result<WriteOutcome, StorageError>>,
+/// The outcome of one write, or why it failed.
+type WriteResult = Result<WriteOutcome, StorageError>;
+
+/// The record stored under one key, or why it could not be read.
+type ReadResult = Result<Option<Record>, StorageError>;
+
+/// A message to the writer thread: one write, or a batch answered with one reply.
+enum WriteRequest {
+    One(WriteOp, oneshot::Sender<WriteResult>),
+    Many(Vec<WriteOp>, oneshot::Sender<Vec<WriteResult>>),
 }
 
-/// A read waiting for a reader thread.
-struct ReadRequest {
-    key: Bytes,
-    reply: oneshot::Sender<Result<Option<Record>, StorageError>>,
+impl WriteRequest {
+    fn ops(&self) -> &[WriteOp] {
+        match self {
+            WriteRequest::One(op, _) => std::slice::from_ref(op),
+            WriteRequest::Many(ops, _) => ops,
+        }
+    }
+
+    /// Answers with the next outcomes of `outcomes`, one per operation.
+    fn answer(self, outcomes: &mut impl Iterator<Item = WriteResult>) {
+        match self {
+            WriteRequest::One(_, reply) => {
+                let _ = reply.send(outcomes.next().unwrap_or(Err(StorageError::Closed)));
+            }
+            WriteRequest::Many(ops, reply) => {
+                let _ = reply.send(outcomes.take(ops.len()).collect());
+            }
+        }
+    }
+
+    /// Answers every operation with the error `fail` makes.
+    fn fail(self, fail: impl Fn() -> StorageError) {
+        let len = self.ops().len();
+        self.answer(&mut std::iter::repeat_with(|| Err(fail())).take(len));
+    }
+}
+
+/// A message to a reader thread: one key, or many answered with one reply (stored keys).
+enum ReadRequest {
+    One(Bytes, oneshot::Sender<ReadResult>),
+    Many(Vec<Bytes>, oneshot::Sender<Vec<ReadResult>>),
 }
 
 /// Free space, in MiB, below which a failed engine is reported as a full disk: less than one
@@ -191,7 +257,14 @@ impl Store {
             let read_rx = read_rx.clone();
             threads.push(spawn(&format!("dynakv-reader-{i}"), move || {
                 for request in read_rx {
-                    let _ = request.reply.send(read(&*engine, &request.key));
+                    match request {
+                        ReadRequest::One(key, reply) => {
+                            let _ = reply.send(read(&*engine, &key));
+                        }
+                        ReadRequest::Many(keys, reply) => {
+                            let _ = reply.send(keys.iter().map(|k| read(&*engine, k)).collect());
+                        }
+                    }
                 }
             }));
         }
@@ -250,20 +323,68 @@ impl Store {
         self.submit(WriteOp::RemoveIf { space, key, version }).await
     }
 
+    /// Offers every write of `writes` to the writer as one message, merged and committed in
+    /// its group commit with the same durability as single writes, and answered with one
+    /// outcome per write, in order. The batch is queued when this is called, so a caller may
+    /// have several in flight; they are applied in the order queued.
+    pub fn write_batch(
+        &self,
+        writes: Vec<Write>,
+    ) -> impl Future<Output = Vec<Result<WriteOutcome, StorageError>>> + use<> {
+        let len = writes.len();
+        let (reply, rx) = oneshot::channel();
+        let ops = writes.into_iter().map(|write| write.0).collect();
+        let sent = self
+            .writes
+            .as_ref()
+            .is_some_and(|writes| len == 0 || writes.send(WriteRequest::Many(ops, reply)).is_ok());
+        async move {
+            match rx.await {
+                Ok(outcomes) if sent => outcomes,
+                _ => (0..len).map(|_| Err(StorageError::Closed)).collect(),
+            }
+        }
+    }
+
+    /// Offers one [`Write`] on its own, as the single-write method of its kind does.
+    pub async fn write_one(&self, write: Write) -> Result<WriteOutcome, StorageError> {
+        self.submit(write.0).await
+    }
+
     async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, StorageError> {
         let (reply, rx) = oneshot::channel();
         let writes = self.writes.as_ref().ok_or(StorageError::Closed)?;
-        writes.send(WriteRequest { op, reply }).map_err(|_| StorageError::Closed)?;
+        writes.send(WriteRequest::One(op, reply)).map_err(|_| StorageError::Closed)?;
         rx.await.map_err(|_| StorageError::Closed)?
     }
 
     /// The record stored for the key with ring token `token` (tombstones and expired records included).
     pub async fn read(&self, token: u64, key: &[u8]) -> Result<Option<Record>, StorageError> {
         let (reply, rx) = oneshot::channel();
-        let request = ReadRequest { key: stored_key(token, key), reply };
+        let request = ReadRequest::One(stored_key(token, key), reply);
         let reads = self.reads.as_ref().ok_or(StorageError::Closed)?;
         reads.send(request).map_err(|_| StorageError::Closed)?;
         rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// The records stored for many keys (ring token and key each), read by one reader thread
+    /// as one message: one result per key, in order.
+    pub async fn read_many<'a>(
+        &self,
+        keys: impl IntoIterator<Item = (u64, &'a [u8])>,
+    ) -> Vec<Result<Option<Record>, StorageError>> {
+        let keys: Vec<Bytes> =
+            keys.into_iter().map(|(token, key)| stored_key(token, key)).collect();
+        let len = keys.len();
+        let (reply, rx) = oneshot::channel();
+        let sent = self
+            .reads
+            .as_ref()
+            .is_some_and(|reads| len == 0 || reads.send(ReadRequest::Many(keys, reply)).is_ok());
+        match rx.await {
+            Ok(records) if sent => records,
+            _ => (0..len).map(|_| Err(StorageError::Closed)).collect(),
+        }
     }
 
     /// The entries of `space` with stored keys in `[from, to)`, `page_size` at a time: the way to
@@ -463,10 +584,16 @@ impl Writer {
     fn run(mut self, requests: Receiver<WriteRequest>) {
         let mut batch = Vec::with_capacity(self.options.max_batch);
         while let Ok(first) = requests.recv() {
+            // Bounded by operations, not messages; a batch message larger than the bound is
+            // still committed whole.
+            let mut ops = first.ops().len();
             batch.push(first);
-            while batch.len() < self.options.max_batch {
+            while ops < self.options.max_batch {
                 match requests.try_recv() {
-                    Ok(next) => batch.push(next),
+                    Ok(next) => {
+                        ops += next.ops().len();
+                        batch.push(next);
+                    }
                     Err(_) => break,
                 }
             }
@@ -479,32 +606,32 @@ impl Writer {
         // A degraded engine is not asked again: every write fails at once with its cause.
         if let Some(fault) = self.condition.fault.lock().clone() {
             for request in batch.drain(..) {
-                let _ = request.reply.send(Err(StorageError::Engine(fault.clone())));
+                request.fail(|| StorageError::Engine(fault.clone()));
             }
             return;
         }
         let reserve = *self.condition.reserve.lock();
         // What this batch has already staged per key, so two writes to one key in a batch merge too.
         let mut staged: Staged = HashMap::new();
-        let mut mutations = Vec::with_capacity(batch.len());
-        let mut outcomes = Vec::with_capacity(batch.len());
+        let ops = batch.iter().map(|request| request.ops().len()).sum();
+        let mut mutations = Vec::with_capacity(ops);
+        let mut outcomes = Vec::with_capacity(ops);
         let (mut live_delta, mut hints_delta) = (0i64, 0i64);
         let mut expiring = u64::MAX;
-        for request in batch.iter() {
-            if let (Some((free_mb, reserve_mb)), WriteOp::Merge { record, .. }) =
-                (reserve, &request.op)
+        for op in batch.iter().flat_map(WriteRequest::ops) {
+            if let (Some((free_mb, reserve_mb)), WriteOp::Merge { record, .. }) = (reserve, op)
                 && !record.is_tombstone()
             {
                 outcomes.push(Err(StorageError::Reserve { free_mb, reserve_mb }));
                 continue;
             }
-            let (space, key) = request.op.target();
+            let (space, key) = op.target();
             let current = match staged.get(&(space, key.clone())) {
                 Some(&meta) => Ok(meta),
                 None => self.stored_meta(space, key),
             };
             let outcome = current.map(|current| {
-                let Some(effect) = decide(&request.op, current) else {
+                let Some(effect) = decide(op, current) else {
                     let stored = current.map(|meta| meta.version).unwrap_or_default();
                     return WriteOutcome { applied: false, current: stored };
                 };
@@ -561,18 +688,19 @@ impl Writer {
                 self.counters.live.fetch_add(live_delta, Ordering::Relaxed);
                 self.counters.hints.fetch_add(hints_delta, Ordering::Relaxed);
                 self.counters.next_expiry.fetch_min(expiring, Ordering::AcqRel);
-                for (request, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = request.reply.send(outcome);
+                let mut outcomes = outcomes.into_iter();
+                for request in batch.drain(..) {
+                    request.answer(&mut outcomes);
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, writes = batch.len(), "storage commit failed: refusing writes until it recovers");
+                tracing::error!(error = %e, writes = outcomes.len(), "storage commit failed: refusing writes until it recovers");
                 let fault = e
                     .fault()
                     .unwrap_or_else(|| Fault { kind: FaultKind::Io, detail: e.to_string() });
                 self.condition.fault.lock().get_or_insert(fault.clone());
                 for request in batch.drain(..) {
-                    let _ = request.reply.send(Err(StorageError::Engine(fault.clone())));
+                    request.fail(|| StorageError::Engine(fault.clone()));
                 }
             }
         }
@@ -705,6 +833,68 @@ mod tests {
             applied += usize::from(handle.await.unwrap().applied);
         }
         applied
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_one_message_with_an_outcome_per_write() {
+        let store = Store::open(Arc::new(MemoryStorage::new()), StoreOptions::default()).unwrap();
+        store.write(1, b"a", value(5, "five")).await.unwrap();
+        store.write_hint(9, 2, b"h", value(2, "two")).await.unwrap();
+        let outcomes = store
+            .write_batch(vec![
+                Write::record(1, b"a", value(4, "older")),
+                Write::record(2, b"b", value(1, "new")),
+                // Two writes to one key in one batch merge too, in order.
+                Write::record(3, b"c", value(7, "seven")),
+                Write::record(3, b"c", value(6, "six")),
+                Write::record(3, b"c", value(8, "eight")),
+                Write::remove_if(Space::Hints, hint_key(9, 2, b"h"), version(1)),
+                Write::remove_if(Space::Hints, hint_key(9, 2, b"h"), version(2)),
+                Write::hint(8, 4, b"d", value(3, "three")),
+            ])
+            .await;
+        let outcomes: Vec<_> = outcomes.into_iter().map(Result::unwrap).collect();
+        let applied: Vec<bool> = outcomes.iter().map(|o| o.applied).collect();
+        assert_eq!(applied, [false, true, true, false, true, false, true, true]);
+        assert_eq!(outcomes[0].current, version(5), "the newer stored version is reported");
+        assert_eq!(outcomes[3].current, version(7));
+        assert_eq!((store.live_keys(), store.pending_hints()), (3, 1));
+
+        let keys: [(u64, &[u8]); 4] = [(1, b"a"), (3, b"c"), (4, b"d"), (2, b"b")];
+        let records: Vec<_> = store.read_many(keys).await.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            records,
+            [Some(value(5, "five")), Some(value(8, "eight")), None, Some(value(1, "new"))]
+        );
+        assert!(store.write_batch(Vec::new()).await.is_empty());
+        assert!(store.read_many([]).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_fails_write_by_write_below_the_reserve_and_whole_on_a_failed_commit() {
+        use crate::{FaultKind, FaultyStorage};
+        let engine = Arc::new(FaultyStorage::new(Arc::new(MemoryStorage::new())));
+        let store = Store::open(engine.clone(), StoreOptions::default()).unwrap();
+        store.write(1, b"k", value(1, "v")).await.unwrap();
+        store.set_reserve(10, 100);
+        let batch = || {
+            vec![
+                Write::record(2, b"new", value(2, "v")),
+                Write::record(1, b"k", Record::tombstone(version(2))),
+            ]
+        };
+        let outcomes = store.write_batch(batch()).await;
+        assert!(matches!(outcomes[0], Err(StorageError::Reserve { free_mb: 10, reserve_mb: 100 })));
+        assert!(outcomes[1].as_ref().unwrap().applied, "a tombstone frees space");
+        store.set_reserve(200, 100);
+
+        engine.fail_commits(Some(FaultKind::DiskFull));
+        let outcomes = store.write_batch(batch()).await;
+        assert_eq!(outcomes.len(), 2);
+        for outcome in outcomes {
+            assert_eq!(outcome.unwrap_err().fault().map(|f| f.kind), Some(FaultKind::DiskFull));
+        }
+        assert_eq!(store.read(2, b"new").await.unwrap(), None, "nothing of a failed batch stays");
     }
 
     #[tokio::test]

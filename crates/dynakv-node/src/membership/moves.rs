@@ -24,7 +24,9 @@ use bytes::Bytes;
 use dynakv_core::{Record, codec};
 use dynakv_proto::v1;
 use dynakv_ring::{NodeState as Membership, PlanError, Ring, key_token};
-use dynakv_storage::{Space, next_page_start, split_stored_key, stored_key};
+use dynakv_storage::{
+    Space, StorageError, Write, WriteOutcome, next_page_start, split_stored_key, stored_key,
+};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
@@ -35,6 +37,8 @@ use crate::peers::Peer;
 use crate::service::{NodeState, owner_hash, storage_status};
 use crate::topology::Topology;
 
+/// Streamed chunks queued to the storage writer while the next is received, at most.
+const CHUNKS_APPLYING: usize = 2;
 /// Records per streamed chunk, at most; a chunk is also cut at [`CHUNK_BYTES`].
 const CHUNK_RECORDS: usize = 2048;
 /// Value bytes per streamed chunk, at most (one record may exceed it alone).
@@ -293,8 +297,8 @@ async fn sync_gains(state: &NodeState, topology: &Topology, me: usize) {
     }
 }
 
-/// Streams span `i` from `peer`, from where it stopped, applying every record through the
-/// storage writer; keeps to `rate` bytes per second.
+/// Streams span `i` from `peer`, from where it stopped, applying each chunk through the storage
+/// writer (the merge rule) as one message; keeps to `rate` bytes per second.
 async fn stream(
     state: &NodeState,
     peer: &Peer,
@@ -318,9 +322,11 @@ async fn stream(
     let started = Instant::now();
     let mut sent = 0u64;
     // Applied but not yet persisted: records, bytes, and the last key.
-    let mut unsaved: (u64, u64, Option<(u64, Vec<u8>)>) = (0, 0, None);
+    let mut unsaved: Progress = (0, 0, None);
     let mut saved_at = Instant::now();
-    let save_progress = |unsaved: &mut (u64, u64, Option<(u64, Vec<u8>)>)| {
+    // Chunks queued to the storage writer and not answered yet, oldest first.
+    let mut applying = std::collections::VecDeque::new();
+    let save_progress = |unsaved: &mut Progress| {
         let (keys, bytes, last) = std::mem::take(unsaved);
         update(state, version, i, |s| {
             s.keys += keys;
@@ -364,25 +370,29 @@ async fn stream(
             bytes +=
                 record.value.as_ref().map_or(0, |v| v.len() as u64) + streamed.key.len() as u64;
             let token = key_token(&streamed.key);
-            last = Some((token, streamed.key.to_vec()));
-            writes.push(async move { state.store.write(token, &streamed.key, record).await });
+            writes.push(Write::record(token, &streamed.key, record));
+            last = Some((token, streamed.key));
         }
+        // The chunk goes to the writer as one message, while the next one is received.
         let count = writes.len() as u64;
-        for outcome in futures::future::join_all(writes).await {
-            if let Err(e) = outcome {
-                return failed(format!("local storage: {e}"), &mut unsaved);
+        let last = last.map(|(token, key)| (token, key.to_vec()));
+        applying.push_back((state.store.write_batch(writes), (count, bytes, last)));
+        while applying.len() > CHUNKS_APPLYING {
+            let Some((outcomes, chunk)) = applying.pop_front() else { break };
+            if let Err(why) = applied(state, outcomes.await, chunk, &mut unsaved) {
+                return failed(why, &mut unsaved);
             }
         }
-        unsaved.0 += count;
-        unsaved.1 += bytes;
-        if last.is_some() {
-            unsaved.2 = last;
-        }
-        crate::metrics::moved(&state.label, count, bytes);
         sent += bytes;
         let due = Duration::from_secs_f64(sent as f64 / rate as f64);
         if let Some(ahead) = due.checked_sub(started.elapsed()) {
             tokio::time::sleep(ahead).await;
+        }
+    }
+    while let Some((outcomes, chunk)) = applying.pop_front() {
+        if let Err(why) = applied(state, outcomes.await, chunk, &mut unsaved) {
+            save_progress(&mut unsaved);
+            return Err(why);
         }
     }
     let (keys, bytes, last) = unsaved;
@@ -395,6 +405,30 @@ async fn stream(
         s.streamed = true;
         s.synced.push(peer.id.clone());
     });
+    Ok(())
+}
+
+/// Records, value bytes and the last key of streamed chunks.
+type Progress = (u64, u64, Option<(u64, Vec<u8>)>);
+
+/// Adds a streamed chunk the store has answered (`outcomes`; its records, bytes and last key in
+/// `chunk`) to `unsaved`, or says why it was not stored.
+fn applied(
+    state: &NodeState,
+    outcomes: Vec<Result<WriteOutcome, StorageError>>,
+    chunk: Progress,
+    unsaved: &mut Progress,
+) -> Result<(), String> {
+    if let Some(e) = outcomes.into_iter().find_map(Result::err) {
+        return Err(format!("local storage: {e}"));
+    }
+    let (count, bytes, last) = chunk;
+    unsaved.0 += count;
+    unsaved.1 += bytes;
+    if last.is_some() {
+        unsaved.2 = last;
+    }
+    crate::metrics::moved(&state.label, count, bytes);
     Ok(())
 }
 
@@ -540,16 +574,22 @@ async fn clean_up(state: &NodeState, topology: &Topology) {
             };
             let Some((last, _)) = page.last() else { break };
             from = next_page_start(last);
-            for (stored, value) in page {
-                let Some((token, _)) = split_stored_key(&stored) else { continue };
-                if ring.holds(token, me) {
-                    continue;
-                }
-                let Ok(record) = codec::decode(&value) else { continue };
-                if state.ring_version() != version {
-                    return;
-                }
-                match state.store.remove_if(Space::Records, stored, record.version).await {
+            if state.ring_version() != version {
+                return;
+            }
+            // Each removal is conditional on the version read: a record written since stays.
+            let removals = page
+                .into_iter()
+                .filter(|(stored, _)| {
+                    split_stored_key(stored).is_some_and(|(token, _)| !ring.holds(token, me))
+                })
+                .filter_map(|(stored, value)| {
+                    let version = codec::decode_version(&value).ok()?;
+                    Some(Write::remove_if(Space::Records, stored, version))
+                })
+                .collect();
+            for outcome in state.store.write_batch(removals).await {
+                match outcome {
                     Ok(outcome) => dropped += u64::from(outcome.applied),
                     Err(e) => {
                         tracing::warn!(node = %state.id, error = %e, "clean-up after a ring change failed; trying again later");
