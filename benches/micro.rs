@@ -1,6 +1,7 @@
 //! Criterion micro-benchmarks of the hot paths: ring lookup (preference list), the merge rule,
 //! the hybrid logical clock, storage writes and reads through `Store` (in memory and on fjall in
-//! a temp dir), and protobuf encode/decode of a 1 KiB write. `cargo bench --bench micro`.
+//! a temp dir, one at a time and in batches of fresh keys), and protobuf encode/decode of a 1 KiB
+//! write. `cargo bench --bench micro`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use dynakv_core::{Hlc, Record, Timestamp, Version, merge};
 use dynakv_proto::v1;
 use dynakv_ring::{Ring, key_token};
-use dynakv_storage::{FjallStorage, MemoryStorage, Storage, Store, StoreOptions};
+use dynakv_storage::{FjallStorage, MemoryStorage, Storage, Store, StoreOptions, Write};
 use prost::Message;
 
 /// A 3-node ring with the default 64 vnodes per node.
@@ -74,10 +75,63 @@ fn store_ops(c: &mut Criterion, name: &str, engine: Arc<dyn Storage>) {
     });
 }
 
+/// Records per batch in [`store_batches`]: a streamed chunk of a range move holds at most 2,048.
+const BATCH: usize = 2048;
+
+/// A batch of `BATCH` fresh keys of 1 KiB offered to a `Store` over fjall, as a new owner gets
+/// them in a range move: one `Store::write` per record all at once (one message each), or one
+/// `Store::write_batch` (one message for all).
+fn store_batches(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = Arc::new(FjallStorage::open(dir.path()).expect("fjall"));
+    let store = Store::open(engine, StoreOptions::default()).expect("store");
+    let value = Bytes::from(vec![7u8; 1024]);
+    let mut n = 0u64;
+    let mut fresh = || {
+        (0..BATCH)
+            .map(|_| {
+                n += 1;
+                let key = Bytes::from(format!("bench-{n:012}"));
+                (key_token(&key), key, Record::value(Version::new(Timestamp(n), 1), value.clone()))
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut group = c.benchmark_group("storage/fjall");
+    group.throughput(criterion::Throughput::Elements(BATCH as u64));
+    group.bench_function("2048_fresh_1KiB_one_message_each", |b| {
+        b.iter_batched(
+            &mut fresh,
+            |records| {
+                let writes = records
+                    .iter()
+                    .map(|(token, key, record)| store.write(*token, key, record.clone()));
+                runtime.block_on(futures::future::join_all(writes))
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("2048_fresh_1KiB_one_message", |b| {
+        b.iter_batched(
+            &mut fresh,
+            |records| {
+                let writes = records
+                    .into_iter()
+                    .map(|(token, key, record)| Write::record(token, &key, record))
+                    .collect();
+                runtime.block_on(store.write_batch(writes))
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 fn storage(c: &mut Criterion) {
     store_ops(c, "memory", Arc::new(MemoryStorage::new()));
     let dir = tempfile::tempdir().expect("temp dir");
     store_ops(c, "fjall", Arc::new(FjallStorage::open(dir.path()).expect("fjall")));
+    store_batches(c);
 }
 
 fn protobuf(c: &mut Criterion) {

@@ -220,3 +220,91 @@ async fn batched_reads_of_large_values_are_split_to_fit_the_message_limit() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_batch_rpc_answers_each_write_as_the_same_write_alone_would() {
+    use dynakv_proto::v1::{self, batch_op::Op, batch_result::Result as Outcome};
+    let cluster = TestCluster::start(4, 2, 1, 1).await;
+    let addr = cluster.ring.nodes()[0].addr;
+    let mut raw =
+        v1::replica_client::ReplicaClient::connect(format!("http://{addr}")).await.unwrap();
+    // Keys n1 replicates, and one it does not, with its first replica.
+    let ring = &cluster.ring;
+    let keys = |owned: bool| {
+        (0..)
+            .map(|i| format!("probe-{i}"))
+            .filter(move |k| replicated_on(ring, k, 0) == owned)
+            .map(Bytes::from)
+    };
+    let mut ours = keys(true);
+    let (a, b) = (ours.next().unwrap(), ours.next().unwrap());
+    let theirs = keys(false).next().unwrap();
+    let owner = cluster.ring.preference_list(key_token(&theirs))[0];
+    let owner = cluster.ring.nodes()[owner].id.clone();
+    let write = |key: &Bytes, ts: u64, hint_for: &str| v1::BatchOp {
+        op: Some(Op::Write(v1::WriteRequest {
+            key: key.clone(),
+            record: Some(v1::Record {
+                version: Some(v1::Version { timestamp: ts, writer: 1 }),
+                tombstone: false,
+                value: Bytes::from(format!("v{ts}")),
+                expires_at_ms: 0,
+            }),
+            hint_for: hint_for.to_string(),
+            ring_version: 0,
+        })),
+    };
+    let ops = vec![
+        write(&a, 5, ""),
+        write(&a, 3, ""),
+        write(&b, 2, ""),
+        write(&b, 4, ""),
+        write(&theirs, 7, &owner),
+        write(&theirs, 6, ""),
+    ];
+    let results = raw.batch(v1::BatchRequest { ops }).await.unwrap().into_inner().results;
+    let outcomes: Vec<_> = results.into_iter().map(|r| r.result.unwrap()).collect();
+    let applied: Vec<Option<(bool, u64)>> = outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Write(w) => Some((w.applied, w.current.unwrap().timestamp)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        applied[..5],
+        [Some((true, 5)), Some((false, 5)), Some((true, 2)), Some((true, 4)), Some((true, 7))],
+        "an older write is ignored and reports the newer version, in batch order"
+    );
+    assert!(
+        matches!(&outcomes[5], Outcome::Error(e) if e.code == tonic::Code::FailedPrecondition as i32),
+        "a misrouted write fails on its own: {:?}",
+        outcomes[5]
+    );
+    let health = raw.health(v1::HealthRequest {}).await.unwrap().into_inner();
+    assert_eq!((health.keys, health.hints), (2, 1), "two own records and one hint");
+
+    let read = |key: &Bytes| v1::BatchOp {
+        op: Some(Op::Read(v1::ReadRequest { key: key.clone(), ring_version: 0 })),
+    };
+    let ops = vec![read(&a), read(&theirs), read(&b)];
+    let results = raw.batch(v1::BatchRequest { ops }).await.unwrap().into_inner().results;
+    let read: Vec<_> = results
+        .into_iter()
+        .map(|r| match r.result.unwrap() {
+            Outcome::Read(r) => Ok(r.record.map(|r| r.value)),
+            Outcome::Error(e) => Err(e.code),
+            other => panic!("a read answered {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        read,
+        [
+            Ok(Some(Bytes::from("v5"))),
+            Err(tonic::Code::FailedPrecondition as i32),
+            Ok(Some(Bytes::from("v4")))
+        ]
+    );
+    drop(raw);
+    cluster.shutdown().await;
+}

@@ -130,16 +130,19 @@ pub async fn step(state: &NodeState) {
     finish_if_done(state, &topology).await;
 }
 
-/// Persists the move progress (logged, not fatal: a lost record of progress only repeats work).
-fn save(state: &NodeState, moves: &Moves) {
-    if let Err(e) = state.membership.meta.store(meta::MOVES, moves) {
+/// Persists the move progress (logged, not fatal: a lost record of progress only repeats work),
+/// off the async runtime: it fsyncs twice.
+async fn save(state: &NodeState, moves: &Moves) {
+    let (meta, moves) = (state.membership.meta.clone(), moves.clone());
+    let saved = tokio::task::spawn_blocking(move || meta.store(meta::MOVES, &moves)).await;
+    if let Err(e) = saved.map_err(std::io::Error::other).and_then(|saved| saved) {
         tracing::warn!(node = %state.id, error = %e, "cannot persist move progress");
     }
 }
 
 /// Updates span `i` of the current move: persisted first, then shown (`MoveStatus` never
 /// reports progress a crash could lose).
-fn update(state: &NodeState, version: u64, i: usize, change: impl FnOnce(&mut SpanMove)) {
+async fn update(state: &NodeState, version: u64, i: usize, change: impl FnOnce(&mut SpanMove)) {
     let mut next = state.membership.moves.lock().clone();
     // Only the membership task changes the progress, so nothing changes it between the clone
     // and the swap below.
@@ -147,10 +150,19 @@ fn update(state: &NodeState, version: u64, i: usize, change: impl FnOnce(&mut Sp
         return;
     }
     change(&mut next.spans[i]);
-    save(state, &next);
+    save(state, &next).await;
     let mut moves = state.membership.moves.lock();
     if moves.version == version {
         *moves = next;
+    }
+}
+
+/// Changes span `i` of the current move in memory only, for what is not progress (shown at
+/// once, persisted with the next [`update`]).
+fn note(state: &NodeState, version: u64, i: usize, change: impl FnOnce(&mut SpanMove)) {
+    let mut moves = state.membership.moves.lock();
+    if moves.version == version && i < moves.spans.len() {
+        change(&mut moves.spans[i]);
     }
 }
 
@@ -167,7 +179,7 @@ fn wait(state: &NodeState, version: u64, i: usize, why: String) {
 async fn sync_gains(state: &NodeState, topology: &Topology, me: usize) {
     let ring = &topology.ring;
     let version = ring.version();
-    let spans = {
+    let (spans, fresh) = {
         let mut moves = state.membership.moves.lock();
         if moves.version != version {
             let spans = ring
@@ -186,15 +198,15 @@ async fn sync_gains(state: &NodeState, topology: &Topology, me: usize) {
                 })
                 .collect();
             *moves = Moves { version, spans, cleaned: moves.cleaned };
-            let snapshot = moves.clone();
-            drop(moves);
-            save(state, &snapshot);
-            tracing::info!(node = %state.id, version, spans = snapshot.spans.len(), "gaining ranges in a ring change");
-            snapshot.spans
+            (moves.spans.clone(), Some(moves.clone()))
         } else {
-            moves.spans.clone()
+            (moves.spans.clone(), None)
         }
     };
+    if let Some(snapshot) = fresh {
+        save(state, &snapshot).await;
+        tracing::info!(node = %state.id, version, spans = snapshot.spans.len(), "gaining ranges in a ring change");
+    }
     let pending: Vec<usize> = (0..spans.len()).filter(|&i| !spans[i].done).collect();
     if pending.is_empty() {
         return;
@@ -258,6 +270,10 @@ async fn sync_gains(state: &NodeState, topology: &Topology, me: usize) {
         let span = spans[i].clone();
         let peer_of =
             |id: &str| ring.node_index(id).ok().and_then(|index| topology.peer(index)).cloned();
+        // What this pass adds to the span, persisted once at its end: a crash before then
+        // repeats the stream from its last saved key and the pulls, which the merge rule makes
+        // harmless.
+        let mut streamed = None;
         if !span.streamed {
             let Some(first) =
                 span.holders.iter().filter_map(|id| peer_of(id)).find(|p| p.health.is_up())
@@ -265,40 +281,61 @@ async fn sync_gains(state: &NodeState, topology: &Topology, me: usize) {
                 wait(state, version, i, "no holder of the range answers".into());
                 continue;
             };
-            if let Err(why) = stream(state, &first, version, i, &span, rate).await {
-                wait(state, version, i, format!("streaming from {}: {why}", first.id));
-                continue;
+            match stream(state, &first, version, i, &span, rate).await {
+                Ok(progress) => streamed = Some((first.id.clone(), progress)),
+                Err(why) => {
+                    wait(state, version, i, format!("streaming from {}: {why}", first.id));
+                    continue;
+                }
             }
         }
-        let synced = state.membership.moves.lock().spans.get(i).map(|s| s.synced.clone());
-        let mut all = true;
+        let mut synced = span.synced.clone();
+        synced.extend(streamed.as_ref().map(|(id, _)| id.clone()));
+        let (mut pulled, mut received, mut all) = (Vec::new(), 0, true);
         for holder in &span.holders {
-            if synced.as_ref().is_some_and(|s| s.contains(holder)) {
+            if synced.contains(holder) {
                 continue;
             }
             let Some(peer) = peer_of(holder) else { continue };
             match crate::anti_entropy::pull_span(state, &peer, span.span()).await {
-                Ok(received) => update(state, version, i, |s| {
-                    s.keys += received;
-                    s.synced.push(holder.clone());
-                }),
+                Ok(keys) => {
+                    received += keys;
+                    pulled.push(holder.clone());
+                }
                 Err(why) => {
                     wait(state, version, i, format!("pulling differences from {holder}: {why}"));
                     all = false;
                 }
             }
         }
-        if all {
-            update(state, version, i, |s| {
+        if streamed.is_none() && pulled.is_empty() && !all {
+            continue;
+        }
+        update(state, version, i, |s| {
+            if let Some((id, (keys, bytes, last))) = streamed {
+                s.keys += keys;
+                s.bytes += bytes;
+                if last.is_some() {
+                    s.after = last;
+                }
+                s.streamed = true;
+                s.synced.push(id);
+            }
+            s.keys += received;
+            s.synced.extend(pulled);
+            if all {
                 s.done = true;
                 s.waiting.clear();
-            });
-        }
+            }
+        })
+        .await;
     }
 }
 
 /// Streams span `i` from `peer`, from where it stopped, applying each chunk through the storage
-/// writer (the merge rule) as one message; keeps to `rate` bytes per second.
+/// writer (the merge rule) as one message; keeps to `rate` bytes per second. Returns what it
+/// applied since it last persisted progress, for the caller to persist with the span's sync; a
+/// failure persists it here.
 async fn stream(
     state: &NodeState,
     peer: &Peer,
@@ -306,12 +343,12 @@ async fn stream(
     i: usize,
     span: &SpanMove,
     rate: u64,
-) -> Result<(), String> {
+) -> Result<Progress, String> {
     if span.keys_expected == 0 {
         let request = v1::DigestRequest { spans: vec![span.span().into()] };
         if let Ok(reply) = peer.call(|mut c| async move { c.digest(request).await }).await {
             let expected = reply.counts.first().copied().unwrap_or_default();
-            update(state, version, i, |s| s.keys_expected = expected);
+            note(state, version, i, |s| s.keys_expected = expected);
         }
     }
     let (after_token, after) = span.after.clone().unwrap_or_default();
@@ -326,38 +363,25 @@ async fn stream(
     let mut saved_at = Instant::now();
     // Chunks queued to the storage writer and not answered yet, oldest first.
     let mut applying = std::collections::VecDeque::new();
-    let save_progress = |unsaved: &mut Progress| {
-        let (keys, bytes, last) = std::mem::take(unsaved);
-        update(state, version, i, |s| {
-            s.keys += keys;
-            s.bytes += bytes;
-            if last.is_some() {
-                s.after = last;
-            }
-            s.waiting.clear();
-        });
-    };
-    loop {
+    // False once a chunk failed to store: nothing after it counts as applied.
+    let mut counting = true;
+    let failure = loop {
         if saved_at.elapsed() >= PROGRESS_EVERY {
-            save_progress(&mut unsaved);
+            save_progress(state, version, i, std::mem::take(&mut unsaved)).await;
             saved_at = Instant::now();
         }
         let next = tokio::select! {
             _ = state.stopping.cancelled() => return Err("the node is stopping".into()),
             next = tokio::time::timeout(Duration::from_secs(30), stream.next()) => next,
         };
-        let failed = |why: String, unsaved: &mut _| {
-            save_progress(unsaved);
-            Err(why)
-        };
         let chunk = match next {
-            Err(_) => return failed("the holder sent nothing for 30 s".into(), &mut unsaved),
-            Ok(None) => break,
-            Ok(Some(Err(status))) => return failed(status.message().to_string(), &mut unsaved),
+            Err(_) => break "the holder sent nothing for 30 s".to_string(),
+            Ok(None) => break String::new(),
+            Ok(Some(Err(status))) => break status.message().to_string(),
             Ok(Some(Ok(chunk))) => chunk,
         };
         if state.ring_version() != version {
-            return failed("the ring changed".into(), &mut unsaved);
+            break "the ring changed".into();
         }
         let mut writes = Vec::with_capacity(chunk.records.len());
         let mut bytes = 0u64;
@@ -377,35 +401,49 @@ async fn stream(
         let count = writes.len() as u64;
         let last = last.map(|(token, key)| (token, key.to_vec()));
         applying.push_back((state.store.write_batch(writes), (count, bytes, last)));
-        while applying.len() > CHUNKS_APPLYING {
-            let Some((outcomes, chunk)) = applying.pop_front() else { break };
-            if let Err(why) = applied(state, outcomes.await, chunk, &mut unsaved) {
-                return failed(why, &mut unsaved);
-            }
+        if applying.len() > CHUNKS_APPLYING
+            && let Some((outcomes, chunk)) = applying.pop_front()
+            && let Err(why) = applied(state, outcomes.await, chunk, &mut unsaved)
+        {
+            counting = false;
+            break why;
         }
         sent += bytes;
         let due = Duration::from_secs_f64(sent as f64 / rate as f64);
         if let Some(ahead) = due.checked_sub(started.elapsed()) {
             tokio::time::sleep(ahead).await;
         }
-    }
+    };
+    let mut failure = (!failure.is_empty()).then_some(failure);
+    // Chunks queued before the end are applied in order: count each until one fails.
     while let Some((outcomes, chunk)) = applying.pop_front() {
-        if let Err(why) = applied(state, outcomes.await, chunk, &mut unsaved) {
-            save_progress(&mut unsaved);
-            return Err(why);
+        let outcomes = outcomes.await;
+        if counting && let Err(why) = applied(state, outcomes, chunk, &mut unsaved) {
+            counting = false;
+            failure = Some(why);
         }
     }
-    let (keys, bytes, last) = unsaved;
+    match failure {
+        None => Ok(unsaved),
+        Some(why) => {
+            save_progress(state, version, i, unsaved).await;
+            Err(why)
+        }
+    }
+}
+
+/// Persists the progress of a stream that is not finished.
+async fn save_progress(state: &NodeState, version: u64, i: usize, progress: Progress) {
+    let (keys, bytes, last) = progress;
     update(state, version, i, |s| {
         s.keys += keys;
         s.bytes += bytes;
         if last.is_some() {
             s.after = last;
         }
-        s.streamed = true;
-        s.synced.push(peer.id.clone());
-    });
-    Ok(())
+        s.waiting.clear();
+    })
+    .await;
 }
 
 /// Records, value bytes and the last key of streamed chunks.
@@ -469,12 +507,13 @@ pub fn serve_stream(
                 let mut records = Vec::with_capacity(page.len());
                 let mut bytes = 0;
                 for (stored, value) in &page {
-                    let (Some((_, key)), Ok(record)) = (split_stored_key(stored), codec::decode(value)) else {
+                    let (Some(_), Ok(record)) = (split_stored_key(stored), codec::decode(value)) else {
                         continue;
                     };
                     bytes += value.len() + stored.len();
+                    // The user key is the stored key past its 8-byte token: shared, not copied.
                     records.push(v1::StreamedRecord {
-                        key: Bytes::copy_from_slice(key),
+                        key: stored.slice(8..),
                         record: Some(record.into()),
                     });
                     if bytes >= CHUNK_BYTES {
@@ -604,7 +643,7 @@ async fn clean_up(state: &NodeState, topology: &Topology) {
         moves.cleaned = version;
         moves.clone()
     };
-    save(state, &snapshot);
+    save(state, &snapshot).await;
     if dropped > 0 {
         tracing::info!(node = %state.id, version, dropped, "dropped the records of ranges this node no longer holds");
     }
