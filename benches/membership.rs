@@ -4,7 +4,8 @@
 //! before and during the move, and how soon after `ring add` the new node takes writes.
 //!
 //! Run with `cargo bench --bench membership`. `DYNAKV_BENCH_KEYS` sets the keys loaded
-//! (default 1,000,000: about 3 GB on disk over the three nodes and ten minutes on two cores).
+//! (default 1,000,000: about 3 GB on disk over the three nodes and ten minutes on two cores),
+//! `DYNAKV_BENCH_STREAM_MB` the stream's rate limit in MB/s (default 1024).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +30,24 @@ fn keys() -> usize {
     std::env::var("DYNAKV_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
 }
 
+/// The stream's rate limit, `[membership] stream_mb_per_sec`: `DYNAKV_BENCH_STREAM_MB`, by
+/// default 1024 (no limit on this machine), to measure what streaming costs the foreground.
+fn stream_mb_per_sec() -> u64 {
+    std::env::var("DYNAKV_BENCH_STREAM_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024)
+}
+
+/// CPU seconds (user + system) process `pid` has used so far, from `/proc/<pid>/stat`; 0 where
+/// that cannot be read. The machine is shared, so CPU spent says more than wall time.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command (which may hold spaces) start after its closing parenthesis.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
@@ -44,9 +63,11 @@ impl Cluster {
     fn start() -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-        let mut text = "[storage]\nmin_free_mb = 0\n[anti_entropy]\nenabled = false\n\
-                        [membership]\nstream_mb_per_sec = 1024\n[replication]\nn = 3\nr = 2\nw = 2\n"
-            .to_string();
+        let mut text = format!(
+            "[storage]\nmin_free_mb = 0\n[anti_entropy]\nenabled = false\n[membership]\n\
+             stream_mb_per_sec = {}\n[replication]\nn = 3\nr = 2\nw = 2\n",
+            stream_mb_per_sec()
+        );
         for (i, addr) in addrs.iter().enumerate() {
             text += &format!("[[nodes]]\nid = \"n{}\"\naddr = \"{addr}\"\n", i + 1);
         }
@@ -190,6 +211,8 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         load.moving.store(true, Ordering::Relaxed);
+        let pids: Vec<u32> = cluster.nodes.iter().map(Child::id).collect();
+        let cpu_before: Vec<f64> = pids.iter().map(|&pid| cpu_seconds(pid)).collect();
         let added = Instant::now();
         let change = v1::ChangeRingRequest {
             change: Some(v1::change_ring_request::Change::Add(v1::AddNode {
@@ -250,6 +273,8 @@ fn main() {
             assert!(added.elapsed() < Duration::from_secs(3600), "the move never finished");
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
+        let cpu: Vec<f64> =
+            pids.iter().zip(&cpu_before).map(|(&pid, before)| cpu_seconds(pid) - before).collect();
         load.stop.store(true, Ordering::Relaxed);
         bg.await.unwrap();
         let health = raw(n4).await.health(v1::HealthRequest {}).await.unwrap().into_inner();
@@ -263,6 +288,12 @@ fn main() {
             "  streamed to n4:                  {:>9.1} MB at {:.1} MB/s",
             streamed as f64 / 1e6,
             streamed as f64 / 1e6 / stream_secs
+        );
+        println!(
+            "  node CPU during the move:        {:>9.1} s on n4, {:.1} s on n1-n3 ({:.1} MB streamed per CPU second of n4)",
+            cpu[3],
+            cpu[..3].iter().sum::<f64>(),
+            streamed as f64 / 1e6 / cpu[3].max(1e-3)
         );
         let total = keys as u64 + load.written.load(Ordering::Relaxed);
         println!(

@@ -178,7 +178,15 @@ impl NodeState {
     pub async fn read(&self, request: v1::ReadRequest) -> Result<v1::ReadResponse, Status> {
         let topology = self.topology();
         let token = self.route(&topology, &request.key, request.ring_version)?;
-        let record = self.store.read(token, &request.key).await.map_err(storage_status);
+        self.read_reply(&topology, self.store.read(token, &request.key).await)
+    }
+
+    /// The reply to a read, from what the store read. Counts it.
+    fn read_reply(
+        &self,
+        topology: &Topology,
+        record: Result<Option<Record>, StorageError>,
+    ) -> Result<v1::ReadResponse, Status> {
         let outcome = match &record {
             Ok(Some(_)) => "found",
             Ok(None) => "missing",
@@ -186,7 +194,7 @@ impl NodeState {
         };
         metrics::operation(&self.label, "read", outcome);
         Ok(v1::ReadResponse {
-            record: record?.map(Into::into),
+            record: record.map_err(storage_status)?.map(Into::into),
             ring_version: topology.ring.version(),
         })
     }
@@ -341,18 +349,7 @@ impl NodeState {
         let keys = reads.iter().map(|(_, token, key)| (*token, &key[..]));
         let (records, stored) = tokio::join!(self.store.read_many(keys), stored);
         for ((slot, _, _), record) in reads.iter().zip(records) {
-            let outcome = match &record {
-                Ok(Some(_)) => "found",
-                Ok(None) => "missing",
-                Err(_) => "error",
-            };
-            metrics::operation(&self.label, "read", outcome);
-            results[*slot] = Some(record.map_err(storage_status).map(|record| {
-                Outcome::Read(v1::ReadResponse {
-                    record: record.map(Into::into),
-                    ring_version: topology.ring.version(),
-                })
-            }));
+            results[*slot] = Some(self.read_reply(&topology, record).map(Outcome::Read));
         }
         let mut stored = stored.into_iter();
         for (slot, hint, len) in admitted {
