@@ -2,23 +2,54 @@
 //! that differ, tombstones included. After a round in which every replica of a range agreed,
 //! the range's collectable tombstones are removed.
 //!
-//! The tree is two levels deep and computed on demand: one digest per vnode range, then, for a
-//! range that differs, 16 digests per sub-span, recursively, until a span holds few enough keys
-//! to exchange their versions. A digest is the XOR of a hash of (stored key, version) over the
-//! records in a span, so it is independent of scan order and of record encoding.
+//! # Digests
 //!
-//! Collection is safe because:
-//! - a tombstone past the grace period is left out of digests, so ranges agree only when no
-//!   replica holds a live record (or any newer one) for its key;
+//! A digest is the XOR of a hash of (stored key, version) over the records in a span, with their
+//! count, so it is independent of scan order and of record encoding. There are two kinds:
+//! - *kept* digests count every record, dead ones included. The storage writer keeps them per
+//!   token bucket as it commits ([`dynakv_storage::digests`]), so the digest of a vnode range is a
+//!   walk over its buckets plus a scan of the few records where its bounds cut a bucket: an idle
+//!   round costs O(ranges), whatever the node holds;
+//! - *scanned* digests leave out [`collectable`] records (tombstones and expired records past the
+//!   grace period), and are read by scanning the span.
+//!
+//! A round compares kept digests first: equal ones mean both replicas hold exactly the same
+//! records, and the range agrees. A range whose kept digests differ is compared again by scanned
+//! digests, and only one whose scanned digests differ too is synced: split into 16 sub-spans
+//! (scanned digests) recursively, until a span holds few enough keys to exchange their versions.
+//! A peer that cannot answer with kept digests (rebuilding them after a storage failure, or an
+//! older node) answers with scanned ones, and its ranges are compared that way.
+//!
+//! The grace rule lives in scanned digests only because it cannot live in kept ones: a tombstone
+//! passes the grace period by the clock, not by a write. It must live somewhere: once one replica
+//! has collected a tombstone and another has not yet, their kept digests differ, and the second
+//! collects only in a range that agreed. Their scanned digests leave that tombstone out and agree,
+//! so the second replica collects it in its next round, after which the kept digests agree again.
+//!
+//! # Collection
+//!
+//! Collection is exactly as safe as when every round compared scanned digests:
+//! - a range agrees with a peer when their scanned digests agree (no replica holds a live record,
+//!   or any newer one, for the key of a collectable tombstone), or when their kept digests agree,
+//!   which is stronger: both hold the very same records, the tombstone included;
 //! - a range that differed, or whose sync failed, collects nothing in that round;
+//! - while a membership change moves ranges nothing is collected: a new owner may not have
+//!   streamed a range's newer records yet;
 //! - before collecting, the node asks every node of the ring, replica or not, whether it holds
 //!   hints for the range ([`crate::handoff::hinted_spans`]); a range with a hint anywhere, or with
-//!   a node that cannot be asked, keeps its tombstones. Hints never expire, so no clock decides.
+//!   a node that cannot be asked, keeps its tombstones. Hints never expire, so no clock decides;
+//! - a record is removed only if it is still the version that was found collectable.
 //!
-//! Records that cannot be decoded are skipped, counted and logged with their key; they never stop
-//! a round.
+//! The candidates come from [`dynakv_storage::Store::dead_before`], which reads only the token
+//! buckets whose earliest dead record is due, so a round with nothing due reads nothing. That
+//! choice only saves reads: every candidate is checked against [`collectable`] again, and a
+//! record the store failed to offer is merely kept for a later round.
+//!
+//! Records that cannot be decoded are left out of kept digests; scans skip them, count them and
+//! log them with their key. They never stop a round.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,9 +57,8 @@ use dynakv_core::report::note_error;
 use dynakv_core::{Record, RepairReport, Version, codec};
 use dynakv_proto::v1::{self, batch_result::Result as Outcome};
 use dynakv_ring::key_token;
-use dynakv_storage::{Pages, Space, StorageError, split_stored_key};
+use dynakv_storage::{Digest, Pages, Space, StorageError, split_stored_key};
 use prost::Message;
-use xxhash_rust::xxh3::xxh3_64;
 
 use crate::handoff::{hex, hinted_spans};
 use crate::peers::{OpResult, Peer, SizedOp, chunks};
@@ -69,6 +99,19 @@ impl Span {
         }
     }
 
+    /// The tokens the span covers, as inclusive intervals (two when it wraps past zero).
+    pub(crate) fn tokens(self) -> Vec<RangeInclusive<u64>> {
+        if self.start < self.end {
+            return vec![self.start + 1..=self.end];
+        }
+        let mut ranges = Vec::with_capacity(2);
+        if self.start < u64::MAX {
+            ranges.push(self.start + 1..=u64::MAX);
+        }
+        ranges.push(0..=self.end);
+        ranges
+    }
+
     /// Splits the span into `parts` consecutive sub-spans.
     fn split(self, parts: u64) -> Vec<Span> {
         let width = self.end.wrapping_sub(self.start);
@@ -102,32 +145,86 @@ impl From<v1::TokenSpan> for Span {
 /// True when a record reads as absent (tombstone or expired) and has been so for longer than
 /// the grace period: it is left out of digests and may be collected.
 pub fn collectable(record: &Record, now: u64, grace_ms: u64) -> bool {
-    let dead = record.is_tombstone() || record.is_expired_at(now);
-    let since = record.version.timestamp.millis().max(record.expires_at_ms);
-    dead && since.saturating_add(grace_ms) < now
+    // Dead since before `now - grace` implies expired by `now`: the death time of an expiring
+    // value is at or after its expiry.
+    record.dead_since().is_some_and(|since| since.saturating_add(grace_ms) < now)
 }
 
-/// The digest and record count of each span; damaged records are skipped and added to `damaged`
-/// (a round reports those its first digests met).
+/// The scanned digest of each span, collectable records left out; damaged records are skipped
+/// and added to `damaged` (a round reports those its first digests met).
 pub async fn digests(
     state: &NodeState,
     spans: &[Span],
     damaged: &mut u64,
-) -> Result<Vec<(u64, u64)>, StorageError> {
+) -> Result<Vec<Digest>, StorageError> {
     let (now, grace) = (state.wall.now_ms(), state.ring().config().tombstones.grace_ms);
     let mut out = Vec::with_capacity(spans.len());
     for span in spans {
-        let (mut digest, mut count) = (0u64, 0u64);
+        let mut digest = Digest::default();
         *damaged += for_each_record(state, *span, |stored, record| {
             if !collectable(record, now, grace) {
-                digest ^= entry_hash(stored, record.version);
-                count += 1;
+                digest.add(stored, record.version);
             }
         })
         .await?;
-        out.push((digest, count));
+        out.push(digest);
     }
     Ok(out)
+}
+
+/// The kept digest of each span, every record counted, without a scan; `None` while the store
+/// is rebuilding its digests.
+pub async fn kept_digests(
+    state: &NodeState,
+    spans: &[Span],
+) -> Result<Option<Vec<Digest>>, StorageError> {
+    let parts: Vec<Vec<RangeInclusive<u64>>> = spans.iter().map(|s| s.tokens()).collect();
+    let Some(digests) = state.store.digests(parts.iter().flatten().cloned().collect()).await?
+    else {
+        return Ok(None);
+    };
+    let mut digests = digests.into_iter();
+    let mut out = Vec::with_capacity(spans.len());
+    for span_parts in &parts {
+        let mut digest = Digest::default();
+        for part in digests.by_ref().take(span_parts.len()) {
+            digest.merge(part);
+        }
+        out.push(digest);
+    }
+    Ok(Some(out))
+}
+
+/// The answer to a `Digest` request: kept digests when asked for and built, scanned ones otherwise.
+pub async fn answer(
+    state: &NodeState,
+    request: v1::DigestRequest,
+) -> Result<v1::DigestResponse, StorageError> {
+    let spans: Vec<Span> = request.spans.into_iter().map(Span::from).collect();
+    let kept = if request.all_records { kept_digests(state, &spans).await? } else { None };
+    let all_records = kept.is_some();
+    let digests = match kept {
+        Some(kept) => kept,
+        None => digests(state, &spans, &mut 0).await?,
+    };
+    Ok(v1::DigestResponse {
+        digests: digests.iter().map(|d| d.hash).collect(),
+        counts: digests.iter().map(|d| d.count).collect(),
+        ring_version: state.ring_version(),
+        all_records,
+    })
+}
+
+/// The digests of one reply, one per requested span; `None` when the reply has the wrong length.
+fn reply_digests(reply: &v1::DigestResponse, spans: usize) -> Option<Vec<Digest>> {
+    (reply.digests.len() == spans && reply.counts.len() == spans).then(|| {
+        reply
+            .digests
+            .iter()
+            .zip(&reply.counts)
+            .map(|(&hash, &count)| Digest { hash, count })
+            .collect()
+    })
 }
 
 /// One record of a span as [`versions`] lists it.
@@ -166,6 +263,7 @@ async fn for_each_record(
     for (from, to) in span.key_ranges() {
         let mut pages = Pages::new(&state.store, Space::Records, from, to, PAGE);
         while let Some(page) = pages.next().await? {
+            crate::metrics::scanned(&state.label, page.len() as u64);
             for (stored, bytes) in &page {
                 match codec::decode(bytes) {
                     Ok(record) => f(stored, &record),
@@ -178,15 +276,6 @@ async fn for_each_record(
         }
     }
     Ok(damaged)
-}
-
-/// A record's contribution to its span's digest.
-fn entry_hash(stored_key: &[u8], version: Version) -> u64 {
-    let mut buf = [0u8; 24];
-    buf[..8].copy_from_slice(&xxh3_64(stored_key).to_be_bytes());
-    buf[8..16].copy_from_slice(&version.timestamp.0.to_be_bytes());
-    buf[16..].copy_from_slice(&version.writer.to_be_bytes());
-    xxh3_64(&buf)
 }
 
 /// Runs a round every `anti_entropy.interval_ms` until the node stops.
@@ -233,7 +322,8 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
     let ranges: Vec<_> = ring.ranges().filter(|r| r.replicas.contains(&me)).collect();
     let spans: Vec<Span> = ranges.iter().map(|r| Span { start: r.start, end: r.end }).collect();
     let mut agreed = vec![true; ranges.len()];
-    let local = digests(state, &spans, &mut report.records_damaged).await?;
+    let mut local =
+        Local { kept: kept_digests(state, &spans).await?, scanned: vec![None; spans.len()] };
 
     for (peer_index, peer) in topology.peers() {
         let shared: Vec<usize> =
@@ -241,33 +331,57 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
         if shared.is_empty() {
             continue;
         }
-        let request =
-            v1::DigestRequest { spans: shared.iter().map(|&i| spans[i].into()).collect() };
-        report.bytes += request.encoded_len() as u64;
-        let remote = match ask(peer, |mut c| async move { c.digest(request).await }).await {
-            Some(Ok(remote))
-                if remote.digests.len() == shared.len() && remote.counts.len() == shared.len() =>
-            {
-                remote
-            }
-            Some(Ok(_)) | Some(Err(_)) | None => {
-                report.unreachable.push(peer.id.clone());
-                shared.iter().for_each(|&i| agreed[i] = false);
-                continue;
-            }
+        // Kept digests first, if this node has them; a peer that cannot answers with scanned ones.
+        let request = v1::DigestRequest {
+            spans: shared.iter().map(|&i| spans[i].into()).collect(),
+            all_records: local.kept.is_some(),
         };
-        report.bytes += remote.encoded_len() as u64;
-        for (k, &i) in shared.iter().enumerate() {
-            report.ranges_compared += 1;
-            let theirs = (remote.digests[k], remote.counts[k]);
-            if theirs == local[i] {
+        report.bytes += request.encoded_len() as u64;
+        let reply = ask(peer, |mut c| async move { c.digest(request).await }).await;
+        let Some((kept_reply, theirs)) = reply.and_then(Result::ok).and_then(|reply| {
+            report.bytes += reply.encoded_len() as u64;
+            Some((reply.all_records, reply_digests(&reply, shared.len())?))
+        }) else {
+            report.unreachable.push(peer.id.clone());
+            shared.iter().for_each(|&i| agreed[i] = false);
+            continue;
+        };
+        report.ranges_compared += shared.len() as u64;
+        // The ranges left to compare by scanned digests, and the peer's scanned digests of them.
+        let (unsettled, theirs) = match (&local.kept, kept_reply) {
+            (Some(kept), true) => {
+                let differing: Vec<usize> = shared
+                    .iter()
+                    .zip(&theirs)
+                    .filter(|(i, d)| kept[**i] != **d)
+                    .map(|(i, _)| *i)
+                    .collect();
+                if differing.is_empty() {
+                    continue;
+                }
+                match scanned_of(peer, &spans, &differing, &mut report).await {
+                    Ok(theirs) => (differing, theirs),
+                    Err(e) => {
+                        report.ranges_failed += differing.len() as u64;
+                        differing.iter().for_each(|&i| agreed[i] = false);
+                        tracing::warn!(node = %state.id, peer = %peer.id, error = %e, "digest comparison failed");
+                        note_error(&mut report.errors, format_args!("{}: digests: {e}", peer.id));
+                        continue;
+                    }
+                }
+            }
+            _ => (shared, theirs),
+        };
+        let mine = local.scanned(state, &spans, &unsettled, &mut report.records_damaged).await?;
+        for ((&i, theirs), mine) in unsettled.iter().zip(theirs).zip(mine) {
+            if theirs == mine {
                 continue;
             }
             report.ranges_differing += 1;
             agreed[i] = false;
             let mut sync =
                 Sync { state, peer: peer.as_ref(), report: &mut report, pull_only: false };
-            if let Err(e) = sync.span(spans[i], local[i].1.max(theirs.1), 0).await {
+            if let Err(e) = sync.span(spans[i], mine.count.max(theirs.count), 0).await {
                 report.ranges_failed += 1;
                 let span = spans[i];
                 tracing::warn!(node = %state.id, peer = %peer.id, start = span.start, end = span.end, error = %e, "range sync failed");
@@ -288,12 +402,16 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
     let collecting = !ring.is_moving();
     for (span, _) in spans.iter().zip(&agreed).filter(|(_, agreed)| **agreed && collecting) {
         let mut dead = Vec::new();
-        for_each_record(state, *span, |stored, record| {
-            if collectable(record, now, grace) {
-                dead.push((Bytes::copy_from_slice(stored), record.version));
+        for tokens in span.tokens() {
+            // Dead since before `now - grace`: the store reads only buckets that may hold one.
+            for (stored, record) in
+                state.store.dead_before(tokens, now.saturating_sub(grace)).await?
+            {
+                if collectable(&record, now, grace) {
+                    dead.push((stored, record.version));
+                }
             }
-        })
-        .await?;
+        }
         if !dead.is_empty() {
             candidates.push((*span, dead));
         }
@@ -312,6 +430,51 @@ pub async fn round(state: &NodeState) -> Result<RepairReport, StorageError> {
     report.elapsed = started.elapsed();
     crate::metrics::repair(&state.label, &report);
     Ok(report)
+}
+
+/// This node's digests of its ranges in one round: kept ones read at the start, scanned ones
+/// read once each, when a peer first needs them.
+struct Local {
+    kept: Option<Vec<Digest>>,
+    scanned: Vec<Option<Digest>>,
+}
+
+impl Local {
+    /// The scanned digests of the ranges at `indices` (of `spans`), scanning those not read yet.
+    async fn scanned(
+        &mut self,
+        state: &NodeState,
+        spans: &[Span],
+        indices: &[usize],
+        damaged: &mut u64,
+    ) -> Result<Vec<Digest>, StorageError> {
+        let missing: Vec<usize> =
+            indices.iter().copied().filter(|&i| self.scanned[i].is_none()).collect();
+        let read =
+            digests(state, &missing.iter().map(|&i| spans[i]).collect::<Vec<_>>(), damaged).await?;
+        for (i, digest) in missing.into_iter().zip(read) {
+            self.scanned[i] = Some(digest);
+        }
+        Ok(indices.iter().map(|&i| self.scanned[i].unwrap_or_default()).collect())
+    }
+}
+
+/// The peer's scanned digests of the ranges at `indices` (of `spans`).
+async fn scanned_of(
+    peer: &Peer,
+    spans: &[Span],
+    indices: &[usize],
+    report: &mut RepairReport,
+) -> Result<Vec<Digest>, tonic::Status> {
+    let request = v1::DigestRequest {
+        spans: indices.iter().map(|&i| spans[i].into()).collect(),
+        all_records: false,
+    };
+    report.bytes += request.encoded_len() as u64;
+    let reply = peer.call(|mut c| async move { c.digest(request).await }).await?;
+    report.bytes += reply.encoded_len() as u64;
+    reply_digests(&reply, indices.len())
+        .ok_or_else(|| tonic::Status::internal("digest reply of the wrong length"))
 }
 
 /// Calls a peer, after one cheap health probe if it is marked down (a call to a down peer could
@@ -380,20 +543,17 @@ pub(crate) async fn pull_span(state: &NodeState, peer: &Peer, span: Span) -> Res
     let mut report = RepairReport::default();
     let local =
         digests(state, &[span], &mut report.records_damaged).await.map_err(|e| e.to_string())?;
-    let request = v1::DigestRequest { spans: vec![span.into()] };
+    let request = v1::DigestRequest { spans: vec![span.into()], all_records: false };
     let remote = peer
         .call(|mut c| async move { c.digest(request).await })
         .await
         .map_err(|s| s.message().to_string())?;
-    let theirs = (
-        remote.digests.first().copied().unwrap_or_default(),
-        remote.counts.first().copied().unwrap_or_default(),
-    );
+    let theirs = reply_digests(&remote, 1).map_or_else(Digest::default, |d| d[0]);
     if theirs == local[0] {
         return Ok(0);
     }
     let mut sync = Sync { state, peer, report: &mut report, pull_only: true };
-    sync.span(span, local[0].1.max(theirs.1), 0).await.map_err(|e| e.to_string())?;
+    sync.span(span, local[0].count.max(theirs.count), 0).await.map_err(|e| e.to_string())?;
     Ok(report.keys_received)
 }
 
@@ -414,17 +574,18 @@ impl Sync<'_> {
         if records > EXCHANGE_LIMIT && depth < MAX_DEPTH {
             let parts = span.split(FANOUT);
             let local = digests(self.state, &parts, &mut 0).await?;
-            let request = v1::DigestRequest { spans: parts.iter().map(|&s| s.into()).collect() };
+            let request = v1::DigestRequest {
+                spans: parts.iter().map(|&s| s.into()).collect(),
+                all_records: false,
+            };
             self.report.bytes += request.encoded_len() as u64;
             let remote = self.peer.call(|mut c| async move { c.digest(request).await }).await?;
             self.report.bytes += remote.encoded_len() as u64;
+            let theirs = reply_digests(&remote, parts.len()).unwrap_or_default();
             for (k, part) in parts.into_iter().enumerate() {
-                let theirs = (
-                    remote.digests.get(k).copied().unwrap_or_default(),
-                    remote.counts.get(k).copied().unwrap_or_default(),
-                );
+                let theirs = theirs.get(k).copied().unwrap_or_default();
                 if theirs != local[k] {
-                    Box::pin(self.span(part, local[k].1.max(theirs.1), depth + 1)).await?;
+                    Box::pin(self.span(part, local[k].count.max(theirs.count), depth + 1)).await?;
                 }
             }
             return Ok(());
