@@ -19,7 +19,8 @@
 //! reader never sees a change the engine does not hold. A reader that overlaps a rebuild gets
 //! `None` (the generation it started under has changed), never a digest of half-built buckets.
 //! The earliest death of a bucket is only a lower bound (a removal cannot raise it): a reader of
-//! dead records rescans the buckets it reads and sets it again ([`Digests::dead_before`]).
+//! dead records ([`Store::dead_before`](crate::Store::dead_before)) rescans the buckets it reads
+//! and sets it again.
 
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
