@@ -313,18 +313,22 @@ impl Store {
             .map_err(|_| StorageError::Closed)?
     }
 
-    /// The dead records (tombstones and expiring values, see [`Record::dead_since`]) with tokens
-    /// in `tokens` that have been dead since before `before_ms`, read off the runtime. Reads only
-    /// the parts of the store that may hold one, so a store with none due reads nothing.
+    /// For each of `ranges` (inclusive token bounds), the dead records (tombstones and expiring
+    /// values, see [`Record::dead_since`]) in it that have been dead since before `before_ms`,
+    /// read off the runtime. Reads only the parts of the store that may hold one, so a store with
+    /// none due reads nothing.
     pub async fn dead_before(
         &self,
-        tokens: RangeInclusive<u64>,
+        ranges: Vec<RangeInclusive<u64>>,
         before_ms: u64,
-    ) -> Result<Vec<(Bytes, Record)>, StorageError> {
+    ) -> Result<Vec<Vec<(Bytes, Record)>>, StorageError> {
         let (engine, digests) = (self.engine.clone(), self.digests.clone());
-        tokio::task::spawn_blocking(move || digests.dead_before(&*engine, tokens, before_ms))
-            .await
-            .map_err(|_| StorageError::Closed)?
+        tokio::task::spawn_blocking(move || {
+            let dead = |range| digests.dead_before(&*engine, range, before_ms);
+            ranges.into_iter().map(dead).collect()
+        })
+        .await
+        .map_err(|_| StorageError::Closed)?
     }
 
     /// Up to `limit` entries of `space` with stored keys in `[from, to)`, read off the runtime.

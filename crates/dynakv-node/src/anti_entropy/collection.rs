@@ -1,6 +1,8 @@
 //! Tombstone collection at the end of a round: in the ranges every replica agreed on, the
 //! records dead for longer than the grace period are removed, once no node holds hints for them.
 
+use std::ops::RangeInclusive;
+
 use bytes::Bytes;
 use dynakv_core::{RepairReport, Version};
 use dynakv_proto::v1;
@@ -29,20 +31,26 @@ pub(super) async fn collect(
     // While a membership change moves ranges nothing is collected: a new owner may not have
     // streamed a range's newer records yet.
     let collecting = !ring.is_moving();
-    for (span, _) in spans.iter().zip(agreed).filter(|(_, agreed)| **agreed && collecting) {
-        let mut dead = Vec::new();
-        for tokens in span.tokens() {
-            // Dead since before `now - grace`: the store reads only buckets that may hold one.
-            for (stored, record) in
-                state.store.dead_before(tokens, now.saturating_sub(grace)).await?
-            {
-                if collectable(&record, now, grace) {
-                    dead.push((stored, record.version));
-                }
-            }
-        }
+    let agreed: Vec<Span> = spans
+        .iter()
+        .zip(agreed)
+        .filter(|(_, agreed)| **agreed && collecting)
+        .map(|(s, _)| *s)
+        .collect();
+    // Dead since before `now - grace`, in one call: the store reads only buckets that may hold one.
+    let parts: Vec<Vec<RangeInclusive<u64>>> = agreed.iter().map(|s| s.tokens()).collect();
+    let ranges = parts.iter().flatten().cloned().collect();
+    let mut found = state.store.dead_before(ranges, now.saturating_sub(grace)).await?.into_iter();
+    for (span, span_parts) in agreed.into_iter().zip(&parts) {
+        let dead: Vec<(Bytes, Version)> = found
+            .by_ref()
+            .take(span_parts.len())
+            .flatten()
+            .filter(|(_, record)| collectable(record, now, grace))
+            .map(|(stored, record)| (stored, record.version))
+            .collect();
         if !dead.is_empty() {
-            candidates.push((*span, dead));
+            candidates.push((span, dead));
         }
     }
     let asked: Vec<Span> = candidates.iter().map(|(span, _)| *span).collect();
