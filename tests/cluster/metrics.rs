@@ -76,6 +76,19 @@ async fn counters_move_by_what_the_traffic_did() {
     assert_eq!(delta("dynakv_anti_entropy_rounds_total", &n1), 1.0);
     let compared = delta("dynakv_anti_entropy_ranges_compared_total", &n1);
     assert_eq!(compared, report.ranges_compared as f64);
+    assert_eq!(delta("dynakv_anti_entropy_round_duration_seconds_count", &n1), 1.0);
+    // Every replica holds every key (W = 3): the kept digests agree, so nothing is scanned, on
+    // n1 or on the peers answering it.
+    assert_eq!(report.ranges_differing, 0, "{report:?}");
+    for (i, at) in metrics.iter().enumerate() {
+        let node = format!("n{}", i + 1);
+        let scanned = sample(
+            &scrape(*at).await,
+            "dynakv_anti_entropy_records_scanned_total",
+            &[("node", &node)],
+        );
+        assert_eq!(scanned, 0.0, "{node} scanned records for an idle round");
+    }
     assert!(delta("dynakv_storage_commit_batch_size_count", &[]) >= 1.0);
     assert_eq!(sample(&after, "dynakv_keys", &n1), 10.0);
     assert_eq!(sample(&after, "dynakv_ring_version", &n1), 1.0);

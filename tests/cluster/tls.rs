@@ -170,7 +170,7 @@ async fn only_admins_dump_repair_and_hand_off_and_only_nodes_make_peer_calls() {
     let n1 = cluster.ring.nodes()[0].addr;
     for (role, files) in [("client", tls.client_files()), ("admin", tls.admin_files())] {
         let mut raw = raw(n1, &tls.ca_path(), files).await;
-        let status = raw.digest(v1::DigestRequest { spans: Vec::new() }).await.unwrap_err();
+        let status = raw.digest(v1::DigestRequest::default()).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
         assert!(
             status.message().contains(&format!(
@@ -180,9 +180,7 @@ async fn only_admins_dump_repair_and_hand_off_and_only_nodes_make_peer_calls() {
         );
     }
     let mut peer = raw(n1, &tls.ca_path(), tls.node_files("n2")).await;
-    peer.digest(v1::DigestRequest { spans: Vec::new() })
-        .await
-        .expect("a node certificate makes peer calls");
+    peer.digest(v1::DigestRequest::default()).await.expect("a node certificate makes peer calls");
     cluster.shutdown().await;
 }
 

@@ -36,6 +36,6 @@ pub use hlc::{ClockSkew, Hlc, Timestamp};
 pub use limits::{
     DEFAULT_MAX_VALUE_BYTES, InputError, MAX_KEY_BYTES, validate_key, validate_value,
 };
-pub use record::{Record, merge, now_ms};
+pub use record::{Record, dead_since, merge, now_ms};
 pub use report::{HandoffReport, RepairReport};
 pub use version::Version;

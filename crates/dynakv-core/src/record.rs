@@ -42,6 +42,12 @@ impl Record {
         if self.is_expired_at(now_ms) { None } else { self.value.as_ref() }
     }
 
+    /// Unix ms since which the record reads as absent for good ([`dead_since`]); `None` for a
+    /// value that never expires.
+    pub fn dead_since(&self) -> Option<u64> {
+        dead_since(self.version, self.is_tombstone(), self.expires_at_ms)
+    }
+
     /// True when this record must replace `other`: its version supersedes `other`'s
     /// ([`Version::supersedes`]).
     pub fn supersedes(&self, other: &Record) -> bool {
@@ -53,6 +59,14 @@ impl Record {
 /// write, so either is the answer; the first is returned.
 pub fn merge<'a>(a: &'a Record, b: &'a Record) -> &'a Record {
     if b.supersedes(a) { b } else { a }
+}
+
+/// Unix ms since which a record with these fields reads as absent for good: for a tombstone, its
+/// write or its expiry, whichever is later; for a value with an expiry, the same (the expiry,
+/// unless the write was stamped after it); `None` for a value that never expires. What the
+/// tombstone grace period counts from.
+pub fn dead_since(version: Version, tombstone: bool, expires_at_ms: u64) -> Option<u64> {
+    (tombstone || expires_at_ms != 0).then(|| version.timestamp.millis().max(expires_at_ms))
 }
 
 /// Milliseconds since the Unix epoch by the system clock, for expiry checks.

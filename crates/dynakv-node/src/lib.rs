@@ -16,7 +16,8 @@
 //! - [`peers`]: node-to-node channels with deadlines and peer health.
 //! - [`auth`]: which certificate role each RPC needs, checked in one place.
 //! - [`handoff`]: delivery of hints to their owners once they answer again.
-//! - [`anti_entropy`]: Merkle-digest comparison with co-replicas, repair, tombstone collection.
+//! - [`anti_entropy`]: Merkle-digest comparison with co-replicas (the digests the storage writer
+//!   keeps first, scans only where they differ), repair, tombstone collection.
 //! - [`sweep`]: the TTL sweep, rewriting expired records as tombstones of the same version.
 //! - [`disk`]: the disk watch: the free-space reserve, and recovery of failed storage in place.
 //! - [`spans`]: a tracing span per request served (rpc, node id, ring version, key token).

@@ -15,6 +15,8 @@
 //! | `dynakv_keys`, `dynakv_hints_pending`, `dynakv_ring_version`, `dynakv_storage_degraded` | gauge | node |
 //! | `dynakv_hints_delivered_total`, `dynakv_hints_failed_total` | counter | node |
 //! | `dynakv_anti_entropy_rounds_total`, `dynakv_anti_entropy_ranges_compared_total`, `dynakv_anti_entropy_ranges_differing_total`, `dynakv_anti_entropy_ranges_failed_total`, `dynakv_anti_entropy_keys_sent_total`, `dynakv_anti_entropy_keys_received_total`, `dynakv_tombstones_collected_total` | counter | node |
+//! | `dynakv_anti_entropy_round_duration_seconds` | histogram | node |
+//! | `dynakv_anti_entropy_records_scanned_total` | counter | node |
 //! | `dynakv_ttl_expired_total` | counter | node |
 
 use std::sync::{Arc, OnceLock};
@@ -146,6 +148,15 @@ pub fn repair(node: &SharedString, r: &RepairReport) {
     counter!("dynakv_anti_entropy_keys_sent_total", "node" => n()).increment(r.keys_sent);
     counter!("dynakv_anti_entropy_keys_received_total", "node" => n()).increment(r.keys_received);
     counter!("dynakv_tombstones_collected_total", "node" => n()).increment(r.tombstones_collected);
+    histogram!("dynakv_anti_entropy_round_duration_seconds", "node" => n())
+        .record(r.elapsed.as_secs_f64());
+}
+
+/// Counts records anti-entropy read by scanning storage, for this node's rounds or a peer's
+/// (scanned digests, version lists); an idle round reads none.
+pub fn scanned(node: &SharedString, records: u64) {
+    counter!("dynakv_anti_entropy_records_scanned_total", "node" => node.clone())
+        .increment(records);
 }
 
 /// Counts records the TTL sweep expired.

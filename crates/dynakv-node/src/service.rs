@@ -388,15 +388,7 @@ impl NodeState {
 
     /// Digests of this node's records in each span.
     pub async fn digest(&self, request: v1::DigestRequest) -> Result<v1::DigestResponse, Status> {
-        let spans: Vec<Span> = request.spans.into_iter().map(Span::from).collect();
-        let mut damaged = 0;
-        let digests =
-            anti_entropy::digests(self, &spans, &mut damaged).await.map_err(storage_status)?;
-        Ok(v1::DigestResponse {
-            digests: digests.iter().map(|d| d.0).collect(),
-            counts: digests.iter().map(|d| d.1).collect(),
-            ring_version: self.ring_version(),
-        })
+        anti_entropy::answer(self, request).await.map_err(storage_status)
     }
 
     /// The key and version of every record in a span.

@@ -15,10 +15,13 @@
 //!   conditionally, rewrites expired records and group-commits, taking a batch of writes
 //!   ([`Write`]) as one message; reader threads; live key and
 //!   hint counts; the degraded state after a failed commit, the free-space reserve, and recovery.
+//! - [`digests`]: per-bucket digests of the records ([`Digest`], [`entry_hash`]), kept by the
+//!   writer as it commits, so a range is compared without reading every record in it.
 //! - [`pages`]: paged scans of a key range ([`Pages`], [`PageCursor`]): the one paging loop.
 
 #![warn(missing_docs)]
 
+pub mod digests;
 pub mod engine;
 pub mod faulty;
 pub mod fjall_engine;
@@ -26,6 +29,7 @@ pub mod memory;
 pub mod pages;
 pub mod store;
 
+pub use digests::{Digest, entry_hash};
 pub use engine::{
     Fault, FaultKind, Mutation, Space, Storage, StorageError, hint_key, split_stored_key,
     stored_key,

@@ -31,6 +31,7 @@
 //! go through, so the node can free space.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -40,6 +41,7 @@ use crossbeam_channel::{Receiver, Sender};
 use dynakv_core::{Record, Version, codec};
 use tokio::sync::oneshot;
 
+use crate::digests::{Change, Digest, Digests};
 use crate::engine::{
     Fault, FaultKind, Mutation, Space, Storage, StorageError, hint_key, stored_key,
 };
@@ -146,6 +148,12 @@ impl Meta {
             expires_at_ms: record.expires_at_ms,
         }
     }
+
+    /// What the digests need of the entry: its version and [`dynakv_core::dead_since`].
+    fn digested(self) -> (Version, Option<u64>) {
+        let dead = dynakv_core::dead_since(self.version, self.tombstone, self.expires_at_ms);
+        (self.version, dead)
+    }
 }
 
 /// The outcome of one write, or why it failed.
@@ -228,16 +236,20 @@ pub struct Store {
     reads: Option<Sender<ReadRequest>>,
     counters: Arc<Counters>,
     condition: Arc<Condition>,
+    /// Per-bucket digests of the records, kept by the writer.
+    digests: Arc<Digests>,
     engine: Arc<dyn Storage>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Store {
-    /// Starts the writer and reader threads over `engine`. Counts the live records and hints
-    /// first, which reads every entry once.
+    /// Starts the writer and reader threads over `engine`. Counts the live records and hints and
+    /// builds the record digests first, which reads every entry once.
     pub fn open(engine: Arc<dyn Storage>, options: StoreOptions) -> Result<Self, StorageError> {
+        let (digests, live) = Digests::build(&*engine)?;
+        let digests = Arc::new(digests);
         let counters = Arc::new(Counters {
-            live: AtomicI64::new(count(&*engine, Space::Records, |tombstone| !tombstone)?),
+            live: AtomicI64::new(live),
             hints: AtomicI64::new(count(&*engine, Space::Hints, |_| true)?),
             next_expiry: AtomicU64::new(0),
         });
@@ -249,6 +261,7 @@ impl Store {
             engine: engine.clone(),
             counters: counters.clone(),
             condition: condition.clone(),
+            digests: digests.clone(),
             options,
             versions: (options.version_cache_bytes > 0).then(|| {
                 let entries = (options.version_cache_bytes / VersionWeight::OVERHEAD) as usize;
@@ -277,7 +290,7 @@ impl Store {
             }));
         }
         let reads = (options.readers > 0).then_some(reads);
-        Ok(Store { writes: Some(writes), reads, counters, condition, engine, threads })
+        Ok(Store { writes: Some(writes), reads, counters, condition, digests, engine, threads })
     }
 
     /// Offers `record` for the key with ring token `token`; it is stored only if newer than what
@@ -414,6 +427,38 @@ impl Store {
         Pages::new(self, space, from, to, page_size)
     }
 
+    /// The digest of the records with tokens in each of `ranges`, every record counted (dead ones
+    /// too), read off the runtime; `None` while the digests are being rebuilt after a failure.
+    /// Costs a walk over the buckets plus a scan of the few records where a range's bounds cut
+    /// a bucket, whatever the store holds.
+    pub async fn digests(
+        &self,
+        ranges: Vec<RangeInclusive<u64>>,
+    ) -> Result<Option<Vec<Digest>>, StorageError> {
+        let (engine, digests) = (self.engine.clone(), self.digests.clone());
+        tokio::task::spawn_blocking(move || digests.of_ranges(&*engine, &ranges))
+            .await
+            .map_err(|_| StorageError::Closed)?
+    }
+
+    /// For each of `ranges` (inclusive token bounds), the dead records (tombstones and expiring
+    /// values, see [`Record::dead_since`]) in it that have been dead since before `before_ms`,
+    /// read off the runtime. Reads only the parts of the store that may hold one, so a store with
+    /// none due reads nothing.
+    pub async fn dead_before(
+        &self,
+        ranges: Vec<RangeInclusive<u64>>,
+        before_ms: u64,
+    ) -> Result<Vec<Vec<(Bytes, Record)>>, StorageError> {
+        let (engine, digests) = (self.engine.clone(), self.digests.clone());
+        tokio::task::spawn_blocking(move || {
+            let dead = |range| digests.dead_before(&*engine, range, before_ms);
+            ranges.into_iter().map(dead).collect()
+        })
+        .await
+        .map_err(|_| StorageError::Closed)?
+    }
+
     /// Up to `limit` entries of `space` with stored keys in `[from, to)`, read off the runtime.
     pub async fn scan(
         &self,
@@ -488,6 +533,7 @@ impl Store {
             return Ok(());
         }
         let (engine, condition) = (self.engine.clone(), self.condition.clone());
+        let (digests, counters) = (self.digests.clone(), self.counters.clone());
         tokio::task::spawn_blocking(move || {
             // One byte past any hint owner's id hash, so no hint scan ever meets it; put and
             // removed in one atomic batch, so it is never seen at all.
@@ -497,7 +543,11 @@ impl Store {
                     Mutation::Put(Space::Hints, probe.clone(), Bytes::new()),
                     Mutation::Delete(Space::Hints, probe),
                 ];
-                engine.commit(batch, true)
+                engine.commit(batch, true)?;
+                // A failed commit may have reached the journal the reopen replayed: count and
+                // digest what the engine holds now, while the writer still refuses writes.
+                counters.live.store(digests.rebuild(&*engine)?, Ordering::Relaxed);
+                Ok(())
             });
             let mut fault = condition.fault.lock();
             match &result {
@@ -576,6 +626,8 @@ struct Writer {
     engine: Arc<dyn Storage>,
     counters: Arc<Counters>,
     condition: Arc<Condition>,
+    /// Updated after each commit with what the batch changed in the records space.
+    digests: Arc<Digests>,
     options: StoreOptions,
     /// What is stored for recently read or written keys (`None`: nothing), as of the last
     /// commit. Only this thread changes storage, so the cache never goes stale.
@@ -638,6 +690,7 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(ops);
         let (mut live_delta, mut hints_delta) = (0i64, 0i64);
         let mut expiring = u64::MAX;
+        let mut changes = Vec::with_capacity(ops);
         for op in batch.iter().flat_map(WriteRequest::ops) {
             if let (Some((free_mb, reserve_mb)), WriteOp::Merge { record, .. }) = (reserve, op)
                 && !record.is_tombstone()
@@ -659,7 +712,9 @@ impl Writer {
                 let is_live = |meta: Option<Meta>| meta.is_some_and(|m| !m.tombstone);
                 match space {
                     Space::Records => {
-                        live_delta += i64::from(is_live(next)) - i64::from(is_live(current))
+                        live_delta += i64::from(is_live(next)) - i64::from(is_live(current));
+                        let before = current.map(|meta| meta.version);
+                        changes.push(Change::new(key, before, next.map(Meta::digested)));
                     }
                     Space::Hints => {
                         hints_delta += i64::from(next.is_some()) - i64::from(current.is_some())
@@ -708,6 +763,7 @@ impl Writer {
                 self.counters.live.fetch_add(live_delta, Ordering::Relaxed);
                 self.counters.hints.fetch_add(hints_delta, Ordering::Relaxed);
                 self.counters.next_expiry.fetch_min(expiring, Ordering::AcqRel);
+                self.digests.apply(&changes);
                 let mut outcomes = outcomes.into_iter();
                 for request in batch.drain(..) {
                     request.answer(&mut outcomes);

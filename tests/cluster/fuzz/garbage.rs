@@ -117,7 +117,9 @@ fn any_message() -> BoxedStrategy<Bytes> {
         .encode_to_vec())),
         write_request().prop_map(move |w| encode(&|| w.encode_to_vec())),
         spans().prop_map(move |spans| {
-            encode(&|| v1::DigestRequest { spans: spans.clone() }.encode_to_vec())
+            encode(&|| {
+                v1::DigestRequest { spans: spans.clone(), all_records: false }.encode_to_vec()
+            })
         }),
         prop::option::of(span())
             .prop_map(move |span| encode(&|| v1::VersionsRequest { span }.encode_to_vec())),

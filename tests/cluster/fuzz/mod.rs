@@ -136,9 +136,14 @@ impl FuzzNode {
         let health = raw.health(v1::HealthRequest {}).await.map_err(|s| fail("health", s))?;
         let health = health.into_inner();
         let digest = raw
-            .digest(v1::DigestRequest { spans: vec![WHOLE_RING] })
+            .digest(v1::DigestRequest { spans: vec![WHOLE_RING], all_records: false })
             .await
             .map_err(|s| fail("digest", s))?
+            .into_inner();
+        let kept = raw
+            .digest(v1::DigestRequest { spans: vec![WHOLE_RING], all_records: true })
+            .await
+            .map_err(|s| fail("kept digest", s))?
             .into_inner();
         let versions = raw
             .versions(v1::VersionsRequest { span: Some(WHOLE_RING) })
@@ -154,10 +159,23 @@ impl FuzzNode {
             }
             hasher.finish()
         };
+        // The digests the writer keeps must be those of every record the node lists, exactly.
+        let mut listed = dynakv_storage::Digest::default();
+        for entry in &versions.entries {
+            let stored = dynakv_storage::stored_key(key_token(&entry.key), &entry.key);
+            listed.add(&stored, entry.version.unwrap_or_default().into());
+        }
+        let kept_digest = dynakv_storage::Digest { hash: kept.digests[0], count: kept.counts[0] };
+        if !kept.all_records || kept_digest != listed {
+            return Err(TestCaseError::fail(format!(
+                "kept digest {kept_digest:?} is not that of the listed records, {listed:?}"
+            )));
+        }
         Ok(Snapshot {
             keys: health.keys,
             hints: health.hints,
             digest: (digest.digests[0], digest.counts[0]),
+            kept: (kept.digests[0], kept.counts[0]),
             records: (records, versions.entries.len()),
         })
     }
@@ -185,8 +203,10 @@ pub struct Snapshot {
     keys: u64,
     /// Hints held (Health).
     hints: u64,
-    /// Digest and record count of the whole ring (Digest).
+    /// Scanned digest and record count of the whole ring (Digest).
     digest: (u64, u64),
+    /// Kept digest and record count of the whole ring (Digest with `all_records`).
+    kept: (u64, u64),
     /// A hash of every record's key, version and value size, and how many (Versions).
     records: (u64, usize),
 }

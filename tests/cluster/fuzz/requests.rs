@@ -286,27 +286,34 @@ async fn digest_case(
     spans: Vec<v1::TokenSpan>,
 ) -> Result<(), TestCaseError> {
     let before = node.snapshot().await?;
-    let request = v1::DigestRequest { spans: spans.clone() };
-    let result = node.raw.clone().digest(request).await;
-    let Some(answer) = settle(node, tally, "Digest", Expect::Accept, false, before, result).await?
-    else {
-        return Ok(());
-    };
-    prop_assert_eq!(answer.digests.len(), spans.len());
-    prop_assert_eq!(answer.counts.len(), spans.len());
-    // A span and its complement cover the ring once: their digests XOR, and their counts add
-    // up, to the whole ring's.
-    for (i, span) in spans.iter().enumerate() {
-        let (digest, count) = (answer.digests[i], answer.counts[i]);
-        if span.start == span.end {
-            prop_assert_eq!((digest, count), before.digest, "{:?} is the whole ring", span);
-            continue;
+    // Scanned digests, then kept ones: each kind adds up over a span and its complement.
+    for all_records in [false, true] {
+        let whole = if all_records { before.kept } else { before.digest };
+        let request = v1::DigestRequest { spans: spans.clone(), all_records };
+        let result = node.raw.clone().digest(request).await;
+        let Some(answer) =
+            settle(node, tally, "Digest", Expect::Accept, false, before, result).await?
+        else {
+            return Ok(());
+        };
+        prop_assert_eq!(answer.all_records, all_records);
+        prop_assert_eq!(answer.digests.len(), spans.len());
+        prop_assert_eq!(answer.counts.len(), spans.len());
+        // A span and its complement cover the ring once: their digests XOR, and their counts
+        // add up, to the whole ring's.
+        for (i, span) in spans.iter().enumerate() {
+            let (digest, count) = (answer.digests[i], answer.counts[i]);
+            if span.start == span.end {
+                prop_assert_eq!((digest, count), whole, "{:?} is the whole ring", span);
+                continue;
+            }
+            let complement = v1::TokenSpan { start: span.end, end: span.start };
+            let request = v1::DigestRequest { spans: vec![complement], all_records };
+            let other = node.raw.clone().digest(request).await;
+            let other = other.map_err(|s| TestCaseError::fail(format!("{s:?}")))?.into_inner();
+            prop_assert_eq!(digest ^ other.digests[0], whole.0, "digests of {:?}", span);
+            prop_assert_eq!(count + other.counts[0], whole.1, "counts of {:?}", span);
         }
-        let complement = v1::TokenSpan { start: span.end, end: span.start };
-        let other = node.raw.clone().digest(v1::DigestRequest { spans: vec![complement] }).await;
-        let other = other.map_err(|s| TestCaseError::fail(format!("{s:?}")))?.into_inner();
-        prop_assert_eq!(digest ^ other.digests[0], before.digest.0, "digests of {:?}", span);
-        prop_assert_eq!(count + other.counts[0], before.digest.1, "counts of {:?}", span);
     }
     prop_assert_eq!(node.snapshot().await?, before);
     Ok(())

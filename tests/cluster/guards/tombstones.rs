@@ -1,14 +1,15 @@
 //! Tombstone collection needs agreement: a round collects a range's tombstones only when every
 //! replica of the range reported the same digest. Guards against: collecting in a range whose
-//! digests differed (the `agreed[i] = false` on a differing range in `anti_entropy::round`).
+//! digests differed (the `agreed[i] = false` on a differing range in `anti_entropy::round`), and
+//! never collecting in one whose kept digests differ only by records a peer already collected.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use dynakv_core::{Record, Version};
+use dynakv_core::{Record, Version, now_ms};
 
 use super::{raw, raw_read, raw_write, version_at};
-use crate::support::TestCluster;
+use crate::support::{TestCluster, all_agree, range_digests};
 
 /// A one-second grace period; no hint delivery and no periodic rounds, so only the rounds the
 /// test runs move records.
@@ -100,5 +101,69 @@ async fn a_sync_that_fails_mid_round_leaves_every_tombstone_in_place() {
         assert!(!report.is_complete(), "{report:?}");
         assert_eq!(report.tombstones_collected, 0, "{report:?}");
     }
+    cluster.shutdown().await;
+}
+
+/// Guards against: a replica that still holds tombstones (and expired records) another replica
+/// has collected never collecting its own. Their kept digests differ from then on, so a round
+/// that took differing kept digests for a differing range would hold collection forever; the
+/// range agrees by scanned digests, which leave collectable records out. Also guards against
+/// collecting what is not collectable yet (a tombstone within the grace period) and against
+/// the store not offering expired values (their death time is their expiry).
+#[tokio::test]
+async fn each_replica_collects_its_dead_records_after_another_has() {
+    // Ten minutes of grace: the dead records below are an hour old, the fresh tombstone is not
+    // due for as long as any test runs.
+    const GRACE: &str = "[tombstones]\ngrace_ms = 600000\n[hints]\ninterval_ms = 3600000\n[anti_entropy]\nenabled = false\n";
+    let cluster = TestCluster::start_with(3, 3, 2, 2, GRACE).await;
+    let (old, older) = (version_at(-3_600_000), version_at(-7_200_000));
+    let (expired_at, fresh) = (now_ms() - 3_600_000, version_at(0));
+    for node in 0..3 {
+        let mut raw = raw(&cluster, node).await;
+        for i in 0..20 {
+            let writes = [
+                (format!("gone-{i}"), Record::tombstone(old)),
+                (
+                    format!("expired-{i}"),
+                    Record {
+                        expires_at_ms: expired_at,
+                        ..Record::value(older, Bytes::from("stale"))
+                    },
+                ),
+                (format!("kept-{i}"), Record::value(old, Bytes::from("v"))),
+            ];
+            for (key, record) in writes {
+                assert!(raw_write(&mut raw, &key, record).await.applied);
+            }
+        }
+        assert!(raw_write(&mut raw, "fresh", Record::tombstone(fresh)).await.applied);
+    }
+    assert!(all_agree(&range_digests(&cluster.ring).await), "every replica holds the same");
+
+    let client = cluster.client();
+    for node in ["n1", "n2", "n3"] {
+        let report = client.repair(node, Duration::from_secs(60)).await.unwrap();
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(
+            (report.ranges_differing, report.keys_sent, report.keys_received),
+            (0, 0, 0),
+            "dead records a peer collected are no difference to repair: {report:?}"
+        );
+        assert_eq!(report.tombstones_collected, 40, "{node} collects its own: {report:?}");
+    }
+    assert!(all_agree(&range_digests(&cluster.ring).await), "every replica collected the same");
+    for node in 0..3 {
+        let mut raw = raw(&cluster, node).await;
+        for i in [0, 19] {
+            assert_eq!(raw_read(&mut raw, &format!("gone-{i}")).await, None);
+            assert_eq!(raw_read(&mut raw, &format!("expired-{i}")).await, None);
+            let kept = raw_read(&mut raw, &format!("kept-{i}")).await;
+            assert_eq!(kept.and_then(|r| r.value), Some(Bytes::from("v")));
+        }
+        let fresh = raw_read(&mut raw, "fresh").await;
+        assert!(fresh.is_some_and(|r| r.is_tombstone()), "n{}: within the grace period", node + 1);
+    }
+    let report = client.repair("n1", Duration::from_secs(60)).await.unwrap();
+    assert_eq!((report.ranges_differing, report.tombstones_collected), (0, 0), "{report:?}");
     cluster.shutdown().await;
 }

@@ -400,8 +400,8 @@ pub async fn counts(client: &Client) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// For every vnode range, the digest each of its replicas reports; replicas hold identical
-/// data for the range exactly when these agree.
+/// For every vnode range, the kept digest (every record, dead ones too) each of its replicas
+/// reports; replicas hold identical data for the range exactly when these agree.
 pub async fn range_digests(ring: &Ring) -> Vec<Vec<(u64, u64)>> {
     use dynakv_proto::v1::{self, replica_client::ReplicaClient};
     let ranges: Vec<_> = ring.ranges().collect();
@@ -415,7 +415,9 @@ pub async fn range_digests(ring: &Ring) -> Vec<Vec<(u64, u64)>> {
             .iter()
             .map(|&i| v1::TokenSpan { start: ranges[i].start, end: ranges[i].end })
             .collect();
-        let reply = raw.digest(v1::DigestRequest { spans }).await.expect("digest").into_inner();
+        let request = v1::DigestRequest { spans, all_records: true };
+        let reply = raw.digest(request).await.expect("digest").into_inner();
+        assert!(reply.all_records, "{} answers with the digests it keeps", spec.id);
         for (k, &i) in mine.iter().enumerate() {
             per_range[i].push((reply.digests[k], reply.counts[k]));
         }

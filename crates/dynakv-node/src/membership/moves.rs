@@ -345,7 +345,8 @@ async fn stream(
     rate: u64,
 ) -> Result<Progress, String> {
     if span.keys_expected == 0 {
-        let request = v1::DigestRequest { spans: vec![span.span().into()] };
+        // The holder's kept count, dead records included: an estimate, so no scan is worth it.
+        let request = v1::DigestRequest { spans: vec![span.span().into()], all_records: true };
         if let Ok(reply) = peer.call(|mut c| async move { c.digest(request).await }).await {
             let expected = reply.counts.first().copied().unwrap_or_default();
             note(state, version, i, |s| s.keys_expected = expected);
