@@ -112,6 +112,20 @@ impl ClientBuilder {
 #[derive(Debug, Clone)]
 pub struct LiveHealth(Arc<Replica>);
 
+impl LiveHealth {
+    /// Reads and writes this client has sent to the node, each operation of a batch counted
+    /// once (read repairs and hedged reads included).
+    pub fn requests_sent(&self) -> u64 {
+        self.0.requests_sent()
+    }
+
+    /// The node's recent read latency at the hedging quantile (p95 by default), as this client
+    /// measured it; `None` before its first read reply.
+    pub fn read_latency(&self) -> Option<Duration> {
+        self.0.read_latency.get()
+    }
+}
+
 impl std::ops::Deref for LiveHealth {
     type Target = dynakv_core::NodeHealth;
 
