@@ -557,6 +557,11 @@ impl Client {
             .ok_or_else(|| ClientError::UnknownNode(id.to_string()))
     }
 
+    /// How many replicas this client's reads ask up front.
+    pub fn read_fanout(&self) -> crate::ReadFanout {
+        self.shared.options.read_fanout
+    }
+
     /// This client's view of each node's health, in the order of the live ring's nodes.
     pub fn health(&self) -> Vec<(String, LiveHealth)> {
         let topology = self.shared.topology();

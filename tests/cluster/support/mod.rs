@@ -352,6 +352,24 @@ impl NodeProcess {
         NodeProcess { child }
     }
 
+    /// Stops the process with SIGSTOP: it keeps its sockets open and answers nothing, like a
+    /// node in a long GC pause or a swapped-out VM, until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill has no memory effects; the pid is our own child's, not yet reaped.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "signal {signal} to node process {pid}");
+    }
+
     /// Kills the process with SIGKILL: no shutdown code runs.
     pub fn kill9(mut self) {
         self.child.kill().expect("SIGKILL");
