@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dynakv_client::{Client, ClientOptions, HedgePolicy, ReadFanout, WriteOptions};
-use dynakv_ring::{Ring, key_token};
+use dynakv_ring::Ring;
 
 use crate::support::{
-    NodeProcess, PATIENCE, QUIET, TEST_REQUEST_TIMEOUT, TestCluster, free_addr, ring_text_with,
-    wait_until_up,
+    NodeProcess, PATIENCE, QUIET, TEST_REQUEST_TIMEOUT, TestCluster, free_addr, key_with,
+    ring_text_with, wait_until_up,
 };
 
 /// Hints stay where they are for the whole test, so a stale replica is fixed only by what the
@@ -34,14 +34,6 @@ fn reader(ring: &Ring, fanout: ReadFanout, hedge: HedgePolicy) -> Client {
         ..ClientOptions::from_ring(ring)
     };
     Client::builder(ring.clone()).options(options).build().expect("client")
-}
-
-/// A key whose preference list has node `node` at `position`.
-fn key_with(ring: &Ring, node: usize, position: usize, tag: &str) -> String {
-    (0..10_000)
-        .map(|i| format!("{tag}-{i}"))
-        .find(|key| ring.preference_list(key_token(key.as_bytes())).get(position) == Some(&node))
-        .expect("some key puts the node there")
 }
 
 /// Reads and writes `client` has sent to each node so far.

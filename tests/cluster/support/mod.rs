@@ -103,6 +103,18 @@ pub fn client_for(ring: &Ring) -> Client {
     Client::builder(ring.clone()).options(options).build().expect("client")
 }
 
+/// The first of `tag-0`, `tag-1`, ... whose preference list has node `node` (0-based) at
+/// `position`: reads ask the first R replicas, so a test picks which ones a read asks.
+pub fn key_with(ring: &Ring, node: usize, position: usize, tag: &str) -> String {
+    (0..10_000)
+        .map(|i| format!("{tag}-{i}"))
+        .find(|key| {
+            let replicas = ring.preference_list(dynakv_ring::key_token(key.as_bytes()));
+            replicas.get(position) == Some(&node)
+        })
+        .expect("some key puts the node there")
+}
+
 /// One in-process node.
 struct TestNode {
     /// Where the node itself listens; only its proxy connects here.
