@@ -9,8 +9,8 @@ use dynakv_client::{Client, ClientOptions, HedgePolicy, ReadFanout, WriteOptions
 use dynakv_ring::Ring;
 
 use crate::support::{
-    NodeProcess, PATIENCE, QUIET, TEST_REQUEST_TIMEOUT, TestCluster, free_addr, key_with,
-    ring_text_with, wait_until_up,
+    NodeProcess, PATIENCE, QUIET, TestCluster, client_with, free_addr, key_with, ring_text_with,
+    test_options, wait_until_up,
 };
 
 /// Hints stay where they are for the whole test, so a stale replica is fixed only by what the
@@ -27,13 +27,7 @@ const NEVER_LATE: HedgePolicy = HedgePolicy {
 
 /// A client of `ring` with test deadlines, reading with `fanout` and `hedge`.
 fn reader(ring: &Ring, fanout: ReadFanout, hedge: HedgePolicy) -> Client {
-    let options = ClientOptions {
-        request_timeout: TEST_REQUEST_TIMEOUT,
-        read_fanout: fanout,
-        hedge,
-        ..ClientOptions::from_ring(ring)
-    };
-    Client::builder(ring.clone()).options(options).build().expect("client")
+    client_with(ring, ClientOptions { read_fanout: fanout, hedge, ..test_options(ring) })
 }
 
 /// Reads and writes `client` has sent to each node so far.
@@ -54,8 +48,8 @@ async fn a_read_with_a_paused_replica_answers_through_the_hedge() {
         .collect();
     // A deadline far beyond the hedge delay (at most 100 ms): a read that waited for the paused
     // replica's call to fail would take a minute, and its failure would show in the health.
-    let options = ClientOptions { request_timeout: PATIENCE, ..ClientOptions::from_ring(&ring) };
-    let client = Client::builder(ring.clone()).options(options).build().unwrap();
+    let client =
+        client_with(&ring, ClientOptions { request_timeout: PATIENCE, ..test_options(&ring) });
     wait_until_up(&client).await;
 
     let keys: Vec<String> = (0..5).map(|i| key_with(&ring, 0, 0, &format!("paused{i}"))).collect();
@@ -167,13 +161,12 @@ async fn single_and_batched_reads_ask_r_replicas_or_all_n() {
     for (fanout, per_read) in [(ReadFanout::Quorum, 2), (ReadFanout::All, 3)] {
         // One RPC slot per node, so most reads of the batch share batch RPCs.
         let options = ClientOptions {
-            request_timeout: TEST_REQUEST_TIMEOUT,
             read_fanout: fanout,
             hedge: NEVER_LATE,
             rpcs_in_flight_per_node: 1,
-            ..ClientOptions::from_ring(&ring)
+            ..test_options(&ring)
         };
-        let client = Client::builder(ring.clone()).options(options).build().unwrap();
+        let client = client_with(&ring, options);
         for key in &keys[..10] {
             assert_eq!(client.get(key.clone()).await.unwrap(), Some(Bytes::from("v")));
         }

@@ -101,11 +101,11 @@ impl Replica {
         ring_version: u64,
     ) -> Result<Option<Record>, ReplicaError> {
         let sent = Instant::now();
-        let reply =
-            match self.call(batch_op::Op::Read(v1::ReadRequest { key, ring_version })).await? {
-                Answer::Read(reply) => reply,
-                Answer::Write(_) => return Err(mismatched("read")),
-            };
+        let op = batch_op::Op::Read(v1::ReadRequest { key, ring_version });
+        let reply = match self.account(sent, self.timeout, self.submit(op)).await? {
+            Answer::Read(reply) => reply,
+            Answer::Write(_) => return Err(mismatched("read")),
+        };
         self.read_latency.record(sent.elapsed());
         self.saw_ring(reply.ring_version);
         let Some(wire) = reply.record else { return Ok(None) };
@@ -255,8 +255,13 @@ impl Replica {
     /// Runs one operation (alone or in a batch) under the deadline and records its result in the
     /// node's health.
     async fn call(&self, op: batch_op::Op) -> Result<Answer, ReplicaError> {
+        self.account(Instant::now(), self.timeout, self.submit(op)).await
+    }
+
+    /// Counts `op` as sent to the node and hands it to the link.
+    fn submit(&self, op: batch_op::Op) -> impl Future<Output = Result<Answer, ReplicaError>> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.account(Instant::now(), self.timeout, self.link.submit(op)).await
+        self.link.submit(op)
     }
 
     /// Awaits `call`, started at `started`, under `deadline`, and records the result in the

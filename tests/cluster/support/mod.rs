@@ -98,8 +98,16 @@ pub fn spawn_node(
 
 /// A client for `ring` with test deadlines.
 pub fn client_for(ring: &Ring) -> Client {
-    let options =
-        ClientOptions { request_timeout: TEST_REQUEST_TIMEOUT, ..ClientOptions::from_ring(ring) };
+    client_with(ring, test_options(ring))
+}
+
+/// The default client options for `ring`, with test deadlines.
+pub fn test_options(ring: &Ring) -> ClientOptions {
+    ClientOptions { request_timeout: TEST_REQUEST_TIMEOUT, ..ClientOptions::from_ring(ring) }
+}
+
+/// A client for `ring` with `options`.
+pub fn client_with(ring: &Ring, options: ClientOptions) -> Client {
     Client::builder(ring.clone()).options(options).build().expect("client")
 }
 
