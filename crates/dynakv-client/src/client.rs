@@ -420,7 +420,7 @@ impl Client {
         late: Late,
     ) -> Result<Option<Record>, ClientError> {
         let span = crate::spans::operation("get", &key, r, &self.shared.topology().ring);
-        let read = || quorum::read(&self.shared, key.clone(), r, late);
+        let read = || crate::read::read(&self.shared, key.clone(), r, late);
         let result = retry::retrying(&self.shared.options, || self.refresh_stale(), read)
             .instrument(span.clone())
             .await;

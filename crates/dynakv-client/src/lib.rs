@@ -51,8 +51,11 @@
 //!   set on the client or per call, and the quorum each one waits for.
 //! - [`linearizable`]: the ABD rounds of linearizable gets, puts and deletes over strict
 //!   majorities.
-//! - [`quorum`]: the read and write rounds every operation runs: the concurrent fan-out that
-//!   waits for R or W replies, hedged reads, stand-ins and hints for unreachable replicas.
+//! - [`quorum`]: the write round every put and delete runs: the concurrent fan-out that waits for
+//!   W acknowledgements, joint quorums during a ring change, stand-ins and hints for unreachable
+//!   replicas.
+//! - `read`: the read round every get runs: R replicas (or all N), hedges, resolution by version,
+//!   then read repair.
 //! - [`hedge`]: which replicas a read asks ([`ReadFanout`]), when it asks one more
 //!   ([`HedgePolicy`]), and the per-node latency estimate behind it.
 //! - [`repair`]: asynchronous read repair of stale replicas.
@@ -85,6 +88,7 @@ pub mod membership;
 pub mod metrics;
 pub mod options;
 pub mod quorum;
+mod read;
 pub mod repair;
 pub mod replica;
 pub mod retry;

@@ -17,7 +17,7 @@ use std::time::Instant;
 use metrics::{counter, histogram};
 
 use crate::error::{Op, ReplicaError};
-use crate::quorum::Hedge;
+use crate::read::Hedge;
 
 /// Records one quorum round of `op`, started at `started`, that met its quorum or missed it.
 pub(crate) fn quorum(op: Op, started: Instant, met: bool) {

@@ -14,7 +14,8 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::client::Shared;
-use crate::quorum::{Late, Pending, newest};
+use crate::quorum::{Late, Pending};
+use crate::read::newest;
 use crate::topology::Topology;
 
 /// Repairs the replicas a read asked (`asked`), given the replies it has so far and the calls
