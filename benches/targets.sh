@@ -6,6 +6,9 @@
 #   benches/targets.sh [OUT_DIR]        (default: target/bench-results)
 #   SUITE=consistency benches/targets.sh [OUT_DIR]
 #                                       quorum vs linearizable: workloads w and b at c=1 and c=64
+#   SUITE=reads benches/targets.sh [OUT_DIR]
+#                                       the read cases only: workload b at c=64, c at c=1 (with
+#                                       BIN set to two builds in turn, an A/B of the read path)
 #
 # Environment: BIN (default target/release/dynakv, build it first), PORT_BASE (default 17410),
 # OPS (default 100000), RUNS (default 3).
@@ -62,6 +65,14 @@ if [[ "$SUITE" == consistency ]]; then
         bench "w-c1-$level" --no-preload --workload w --ops $((OPS / 10)) --concurrency 1 --consistency "$level"
         bench "b-c1-$level" --no-preload --workload b --ops $((OPS / 10)) --concurrency 1 --consistency "$level"
     done
+    exit 0
+fi
+
+if [[ "$SUITE" == reads ]]; then
+    start_cluster os
+    "$BIN" bench --ring "$WORK/ring.toml" --workload c --ops 1 --concurrency 1 > /dev/null
+    bench b-c64 --no-preload --workload b --ops "$OPS" --concurrency 64
+    bench c1-get --no-preload --workload c --ops $((OPS / 10)) --concurrency 1
     exit 0
 fi
 

@@ -160,6 +160,24 @@ impl From<ConsistencyArg> for dynakv_client::Consistency {
     }
 }
 
+/// `--read-fanout`: how many replicas a read asks up front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadFanoutArg {
+    /// R replicas, and one more for each that fails or is slower than its recent p95.
+    Quorum,
+    /// All N replicas at once.
+    All,
+}
+
+impl From<ReadFanoutArg> for dynakv_client::ReadFanout {
+    fn from(fanout: ReadFanoutArg) -> Self {
+        match fanout {
+            ReadFanoutArg::Quorum => Self::Quorum,
+            ReadFanoutArg::All => Self::All,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PutArgs {
     #[command(flatten)]
@@ -477,6 +495,9 @@ pub struct BenchCommon {
     /// [default: the client's default].
     #[arg(long)]
     pub rpcs_per_node: Option<usize>,
+    /// How many replicas a read asks up front: R plus hedges (quorum), or all N (all).
+    #[arg(long, value_enum, default_value = "quorum")]
+    pub read_fanout: ReadFanoutArg,
     /// Worker threads of the bench client's async runtime [default: one per core]. On a machine
     /// shared with the nodes, 1 leaves them the other cores and saves cross-thread wake-ups.
     #[arg(long)]

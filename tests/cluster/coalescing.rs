@@ -7,20 +7,16 @@ use bytes::Bytes;
 use dynakv_client::{Client, ClientError, ClientOptions, ReplicaError};
 use dynakv_ring::Ring;
 
-use crate::support::{TEST_REQUEST_TIMEOUT, TestCluster};
+use crate::support::{TestCluster, client_with, test_options};
 
 /// Concurrent operations per test: far more than the RPC slots, so most of them are batched.
 const CONCURRENT: usize = 300;
 
 /// A client for `cluster` with `slots` RPCs in flight per node (0: no coalescing).
 fn client_with_slots(ring: &Ring, slots: usize, max_value_bytes: usize) -> Client {
-    let options = ClientOptions {
-        request_timeout: TEST_REQUEST_TIMEOUT,
-        rpcs_in_flight_per_node: slots,
-        max_value_bytes,
-        ..ClientOptions::from_ring(ring)
-    };
-    Client::builder(ring.clone()).options(options).build().expect("client")
+    let options =
+        ClientOptions { rpcs_in_flight_per_node: slots, max_value_bytes, ..test_options(ring) };
+    client_with(ring, options)
 }
 
 /// Runs `CONCURRENT` puts at once, then `CONCURRENT` gets at once, and checks every get sees

@@ -23,6 +23,7 @@ mod failures;
 mod fuzz;
 mod guards;
 mod handoff;
+mod hedging;
 mod lifecycle_cli;
 mod linearizable;
 mod membership;

@@ -112,6 +112,20 @@ impl ClientBuilder {
 #[derive(Debug, Clone)]
 pub struct LiveHealth(Arc<Replica>);
 
+impl LiveHealth {
+    /// Reads and writes this client has sent to the node, each operation of a batch counted
+    /// once (read repairs and hedged reads included).
+    pub fn requests_sent(&self) -> u64 {
+        self.0.requests_sent()
+    }
+
+    /// The node's recent read latency at the hedging quantile (p95 by default), as this client
+    /// measured it; `None` before its first read reply.
+    pub fn read_latency(&self) -> Option<Duration> {
+        self.0.read_latency.get()
+    }
+}
+
 impl std::ops::Deref for LiveHealth {
     type Target = dynakv_core::NodeHealth;
 
@@ -406,7 +420,7 @@ impl Client {
         late: Late,
     ) -> Result<Option<Record>, ClientError> {
         let span = crate::spans::operation("get", &key, r, &self.shared.topology().ring);
-        let read = || quorum::read(&self.shared, key.clone(), r, late);
+        let read = || crate::read::read(&self.shared, key.clone(), r, late);
         let result = retry::retrying(&self.shared.options, || self.refresh_stale(), read)
             .instrument(span.clone())
             .await;
@@ -541,6 +555,11 @@ impl Client {
             .replica(id)
             .cloned()
             .ok_or_else(|| ClientError::UnknownNode(id.to_string()))
+    }
+
+    /// How many replicas this client's reads ask up front.
+    pub fn read_fanout(&self) -> crate::ReadFanout {
+        self.shared.options.read_fanout
     }
 
     /// This client's view of each node's health, in the order of the live ring's nodes.

@@ -15,9 +15,12 @@
 //! replicas at once; it returns after W acknowledgements, as a [`Written`] that says whether a
 //! replica already held a newer version ([`WriteOutcome::Superseded`]). The clock follows cluster
 //! time when it is behind, and no timestamp moves it more than the ring's `max_skew_ms` ahead;
-//! nodes refuse writes stamped further ahead than that ([`ReplicaError::ClockSkew`]). A read asks all N and resolves the
-//! first R replies by version (last write wins); replicas that answered with an older version,
-//! or not at all, are repaired in the background. Late replies still count for node health.
+//! nodes refuse writes stamped further ahead than that ([`ReplicaError::ClockSkew`]). A read asks
+//! R replicas (the up ones first, in preference order) and asks one more when one of them fails
+//! or is slower than its node's recent p95 (a hedged request); it resolves the first R replies
+//! by version (last write wins), and asked replicas that answered with an older version, or not
+//! at all, are repaired in the background ([`ReadFanout::All`] asks all N instead). Late
+//! replies still count for node health and read repair.
 //! Under load, concurrent operations to one node share batch RPCs; each keeps its own deadline,
 //! result and health record.
 //!
@@ -48,8 +51,13 @@
 //!   set on the client or per call, and the quorum each one waits for.
 //! - [`linearizable`]: the ABD rounds of linearizable gets, puts and deletes over strict
 //!   majorities.
-//! - [`quorum`]: the read and write rounds every operation runs: the concurrent fan-out that
-//!   waits for R or W replies, stand-ins and hints for unreachable replicas.
+//! - [`quorum`]: the write round every put and delete runs: the concurrent fan-out that waits for
+//!   W acknowledgements, joint quorums during a ring change, stand-ins and hints for unreachable
+//!   replicas.
+//! - `read`: the read round every get runs: R replicas (or all N), hedges, resolution by version,
+//!   then read repair.
+//! - [`hedge`]: which replicas a read asks ([`ReadFanout`]), when it asks one more
+//!   ([`HedgePolicy`]), and the per-node latency estimate behind it.
 //! - [`repair`]: asynchronous read repair of stale replicas.
 //! - [`retry`]: idempotent retries of retryable failures, exponential backoff with jitter.
 //! - [`replica`]: one node's channel, with deadlines and health accounting on every call.
@@ -74,11 +82,13 @@ mod cluster_time;
 mod coalesce;
 pub mod consistency;
 pub mod error;
+pub mod hedge;
 pub mod linearizable;
 pub mod membership;
 pub mod metrics;
 pub mod options;
 pub mod quorum;
+mod read;
 pub mod repair;
 pub mod replica;
 pub mod retry;
@@ -97,5 +107,6 @@ pub use error::{
     ClientError, Op, QuorumError, ReplicaError, ReplicaFailure, Round, SetCount, WriteOutcome,
     Written,
 };
+pub use hedge::{HedgePolicy, ReadFanout};
 pub use membership::{MoveReport, NodeMoves, RangeProgress};
 pub use options::{ClientOptions, ReadOptions, WriteOptions};

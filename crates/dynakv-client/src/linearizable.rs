@@ -16,7 +16,7 @@
 //! Failed rounds are retried like any other operation (a put's record keeps its version across
 //! retries); a missed majority is [`ClientError::Linearizable`], which names the round and says
 //! whether a put or delete may have been applied. Each round is one of the ordinary quorum
-//! rounds (`quorum::read` and `quorum::write` with `strict`), so batching, health accounting
+//! rounds (`read::read` and `quorum::write` with `strict`), so batching, health accounting
 //! and read repair behave as for any operation.
 
 use bytes::Bytes;
@@ -38,7 +38,7 @@ impl Client {
         late: Late,
     ) -> Result<Written, ClientError> {
         let majority = self.majority();
-        let read = || quorum::read(&self.shared, key.clone(), majority, late);
+        let read = || crate::read::read(&self.shared, key.clone(), majority, late);
         let newest = retry::retrying(&self.shared.options, || self.refresh_stale(), read)
             .await
             .map_err(failed(Op::Write, Round::ReadVersions))?;
@@ -60,7 +60,7 @@ impl Client {
         late: Late,
     ) -> Result<Option<Record>, ClientError> {
         let majority = self.majority();
-        let read = || quorum::read_agreeing(&self.shared, key.clone(), majority, late);
+        let read = || crate::read::read_agreeing(&self.shared, key.clone(), majority, late);
         let (newest, agreeing) =
             retry::retrying(&self.shared.options, || self.refresh_stale(), read)
                 .await

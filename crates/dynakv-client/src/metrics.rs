@@ -8,6 +8,7 @@
 //! | `dynakv_client_replica_failures_total` | counter | node, cause (down, timeout, refused, unreachable, clock_skew, rejected) |
 //! | `dynakv_client_stand_ins_total` | counter | keeper (stand_in: a non-replica node; replica: a live replica keeps the hint) |
 //! | `dynakv_client_read_repairs_total` | counter | outcome (ok, failed) |
+//! | `dynakv_client_read_hedges_total` | counter | cause (failed: a call failed; late: a call passed its node's hedge delay) |
 //! | `dynakv_client_read_repairs_skipped_total` | counter | (none): too many in flight, left to anti-entropy |
 //! | `dynakv_client_batch_size` | histogram | (none): operations per RPC the coalescer sent |
 
@@ -16,6 +17,7 @@ use std::time::Instant;
 use metrics::{counter, histogram};
 
 use crate::error::{Op, ReplicaError};
+use crate::read::Hedge;
 
 /// Records one quorum round of `op`, started at `started`, that met its quorum or missed it.
 pub(crate) fn quorum(op: Op, started: Instant, met: bool) {
@@ -49,6 +51,15 @@ pub(crate) fn replica_failed(node: &str, cause: &ReplicaError) {
 pub(crate) fn stand_in(replica: bool) {
     let keeper = if replica { "replica" } else { "stand_in" };
     counter!("dynakv_client_stand_ins_total", "keeper" => keeper).increment(1);
+}
+
+/// Records a read asking one more replica than it did, and why.
+pub(crate) fn hedge(why: Hedge) {
+    let cause = match why {
+        Hedge::Failed => "failed",
+        Hedge::Late => "late",
+    };
+    counter!("dynakv_client_read_hedges_total", "cause" => cause).increment(1);
 }
 
 /// Records one read-repair write to a stale replica.

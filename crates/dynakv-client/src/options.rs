@@ -6,6 +6,7 @@ use dynakv_core::{Clock, HealthPolicy};
 use dynakv_ring::Ring;
 
 use crate::consistency::Consistency;
+use crate::hedge::{HedgePolicy, ReadFanout};
 
 /// Default of [`ClientOptions::rpcs_in_flight_per_node`]: with two RPCs in flight a node always
 /// has the next batch waiting while it answers one, and batches still form under load.
@@ -44,6 +45,12 @@ pub struct ClientOptions {
     /// How long a membership change ([`Client::change_ring`](crate::Client::change_ring)) may
     /// take to be agreed by the cluster before the client gives up on the node. Default 30 s.
     pub membership_timeout: Duration,
+    /// How many replicas a read asks up front: R, plus a hedge for each that fails or is late
+    /// ([`ReadFanout::Quorum`], the default), or all N ([`ReadFanout::All`]).
+    pub read_fanout: ReadFanout,
+    /// When a read counts a call as late and asks one more replica (p95 of the node's recent
+    /// read latency, within 1 ms and 100 ms by default).
+    pub hedge: HedgePolicy,
     /// RPCs in flight to one node before further operations to it wait and are then sent
     /// together as one batch RPC; 0 sends every operation as its own RPC (no coalescing).
     pub rpcs_in_flight_per_node: usize,
@@ -81,6 +88,8 @@ impl ClientOptions {
             backoff_min_delay: Duration::from_millis(50),
             backoff_max_delay: Duration::from_secs(1),
             membership_timeout: Duration::from_secs(30),
+            read_fanout: ReadFanout::Quorum,
+            hedge: HedgePolicy::default(),
             rpcs_in_flight_per_node: DEFAULT_RPCS_IN_FLIGHT_PER_NODE,
             max_concurrent_batch_ops: DEFAULT_MAX_CONCURRENT_BATCH_OPS,
             clock: Clock::system(),

@@ -1,8 +1,8 @@
-//! The read and write rounds behind every operation, single or batched: ask all N replicas of a
-//! key at once and decide as soon as R (or W) have answered. The calls still in flight then
-//! either go to a background task or are awaited by the caller (`Late`); either way their
-//! results still update node health, failed replicas are still stood in for, and late read
-//! replies still feed read repair.
+//! The write round behind every put and delete, single or batched, and what it shares with the
+//! read round (`read`): ask all N replicas of a key at once and decide as soon as W have
+//! acknowledged. The calls still in flight then either go to a background task or are awaited
+//! by the caller (`Late`); either way their results still update node health and failed
+//! replicas are still stood in for.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -38,7 +38,7 @@ pub(crate) type Pending<T> =
 
 /// The key's replicas split by health: those that may be sent to, those marked down, and a
 /// `Down` failure for each of the latter (reported if the quorum is missed).
-fn split_by_health(
+pub(crate) fn split_by_health(
     topology: &Topology,
     replicas: &PreferenceList,
 ) -> (PreferenceList, PreferenceList, Vec<ReplicaFailure>) {
@@ -57,17 +57,6 @@ fn split_by_health(
         }
     }
     (up, down, skipped)
-}
-
-/// The replicas a call goes to. Nodes marked down are skipped, unless skipping them would leave
-/// too few to reach the quorum: then every replica is tried.
-fn targets(
-    topology: &Topology,
-    replicas: &PreferenceList,
-    quorum: usize,
-) -> (PreferenceList, Vec<ReplicaFailure>) {
-    let (up, _, skipped) = split_by_health(topology, replicas);
-    if up.len() < quorum { (replicas.clone(), Vec::new()) } else { (up, skipped) }
 }
 
 /// Where a write goes, and whose acknowledgements count: the key's current replicas and, while
@@ -339,80 +328,6 @@ impl WriteRound {
             self.orphans.push(failed);
         }
     }
-}
-
-/// Reads the key from its replicas (in the current placement, also during a ring change) and
-/// returns the newest record among the first `r` replies (`None` if none of them holds
-/// anything). Stale replicas are repaired, as `late` says.
-pub(crate) async fn read(
-    shared: &Arc<Shared>,
-    key: Bytes,
-    r: usize,
-    late: Late,
-) -> Result<Option<Record>, QuorumError> {
-    read_agreeing(shared, key, r, late).await.map(|(winner, _)| winner)
-}
-
-/// [`read`], also saying how many of the first `r` replies hold the winning version (all `r`
-/// when none holds anything): a linearizable read returns at once when they all do.
-pub(crate) async fn read_agreeing(
-    shared: &Arc<Shared>,
-    key: Bytes,
-    r: usize,
-    late: Late,
-) -> Result<(Option<Record>, usize), QuorumError> {
-    let topology = shared.topology();
-    let started = std::time::Instant::now();
-    let replicas = topology.ring.preference_list(key_token(&key));
-    let (targets, mut failures) = targets(&topology, &replicas, r);
-    let mut calls: Pending<Option<Record>> = targets
-        .iter()
-        .map(|&node| {
-            let topology = topology.clone();
-            let key = key.clone();
-            Box::pin(
-                async move { (node, topology.replicas[node].read(key, topology.version()).await) },
-            ) as BoxFuture<'static, _>
-        })
-        .collect();
-    let mut replies: Vec<(NodeIndex, Option<Record>)> = Vec::with_capacity(replicas.len());
-    while replies.len() < r {
-        match calls.next().await {
-            Some((node, Ok(record))) => replies.push((node, record)),
-            Some((node, Err(cause))) => {
-                failures.push(ReplicaFailure { node: topology.replicas[node].id.clone(), cause })
-            }
-            None => break,
-        }
-    }
-    crate::metrics::quorum(Op::Read, started, replies.len() >= r);
-    if replies.len() < r {
-        if !calls.is_empty() {
-            let drain = async move { while calls.next().await.is_some() {} };
-            match late {
-                Late::Background => drop(shared.background.spawn(drain)),
-                Late::Await => drain.await,
-            }
-        }
-        return Err(QuorumError {
-            op: Op::Read,
-            needed: r,
-            got: replies.len(),
-            replicas: replicas.len(),
-            target: None,
-            failures,
-        });
-    }
-    let winner = newest(&replies).cloned();
-    let version = winner.as_ref().map(|w| w.version);
-    let agreeing = replies.iter().filter(|(_, r)| r.as_ref().map(|r| r.version) == version).count();
-    repair::after_read(shared, topology, key, replicas, replies, calls, late).await;
-    Ok((winner, agreeing))
-}
-
-/// The record that wins the merge rule among the replies.
-pub(crate) fn newest(replies: &[(NodeIndex, Option<Record>)]) -> Option<&Record> {
-    replies.iter().filter_map(|(_, record)| record.as_ref()).reduce(merge)
 }
 
 #[cfg(test)]

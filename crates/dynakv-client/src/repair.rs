@@ -1,5 +1,7 @@
-//! Read repair: after a read has answered, bring every replica of the key up to the newest
-//! version seen. Late replies are compared too. A single read repairs in the background, bounded:
+//! Read repair: after a read has answered, bring every replica it asked up to the newest version
+//! seen. Late replies (a slow replica's, after a hedge) are compared too. A replica the read did
+//! not ask is left alone: a later read that asks it repairs it, and so do anti-entropy and
+//! hinted handoff. A single read repairs in the background, bounded:
 //! when too many repairs are in flight, new ones are skipped and left to anti-entropy. A batched
 //! read repairs before its operation ends, bounded by the batch's own limit on operations in flight.
 
@@ -12,25 +14,26 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::client::Shared;
-use crate::quorum::{Late, Pending, newest};
+use crate::quorum::{Late, Pending};
+use crate::read::newest;
 use crate::topology::Topology;
 
-/// Repairs the key's replicas, given the replies a read has so far and the calls still in flight:
-/// in a background task (returning at once) or here, as `late` says.
+/// Repairs the replicas a read asked (`asked`), given the replies it has so far and the calls
+/// still in flight: in a background task (returning at once) or here, as `late` says.
 pub(crate) async fn after_read(
     shared: &Arc<Shared>,
     topology: Arc<Topology>,
     key: Bytes,
-    replicas: PreferenceList,
+    asked: PreferenceList,
     replies: Vec<(NodeIndex, Option<Record>)>,
     mut pending: Pending<Option<Record>>,
     late: Late,
 ) {
-    if pending.is_empty() && replies.len() == replicas.len() && !needs_repair(&replicas, &replies) {
+    if pending.is_empty() && replies.len() == asked.len() && !needs_repair(&asked, &replies) {
         return;
     }
     if late == Late::Await {
-        return repair(topology, key, replicas, replies, pending).await;
+        return repair(topology, key, asked, replies, pending).await;
     }
     let Ok(permit) = shared.repairs.clone().try_acquire_owned() else {
         tracing::debug!("read repair skipped: too many in flight");
@@ -38,19 +41,19 @@ pub(crate) async fn after_read(
         shared.background.spawn(async move { while pending.next().await.is_some() {} });
         return;
     };
-    let repair = repair(topology, key, replicas, replies, pending);
+    let repair = repair(topology, key, asked, replies, pending);
     shared.background.spawn(async move {
         let _permit = permit;
         repair.await;
     });
 }
 
-/// Waits for the late replies, then writes the newest record to every stale replica that is up,
-/// placed by the ring the read was.
+/// Waits for the late replies, then writes the newest record to every stale replica of `asked`
+/// that is up, placed by the ring the read was.
 async fn repair(
     topology: Arc<Topology>,
     key: Bytes,
-    replicas: PreferenceList,
+    asked: PreferenceList,
     mut replies: Vec<(NodeIndex, Option<Record>)>,
     mut pending: Pending<Option<Record>>,
 ) {
@@ -60,7 +63,7 @@ async fn repair(
         }
     }
     let Some(best) = newest(&replies).cloned() else { return };
-    let mut writes: FuturesUnordered<_> = stale(&replicas, &replies, &best)
+    let mut writes: FuturesUnordered<_> = stale(&asked, &replies, &best)
         .filter(|&node| topology.replicas[node].health.is_up())
         .map(|node| {
             let (replica, key, best) = (&topology.replicas[node], key.clone(), best.clone());

@@ -4,6 +4,7 @@
 //! result and health record.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use dynakv_ring::NodeSpec;
 
 use crate::coalesce::{Answer, Link};
 use crate::error::{ClientError, ReplicaError};
+use crate::hedge::LatencyEstimate;
 use crate::options::ClientOptions;
 use crate::topology::RingSightings;
 
@@ -32,6 +34,12 @@ pub struct Replica {
     pub health: NodeHealth,
     /// Deadline of one call.
     timeout: Duration,
+    /// The node's recent read latency at the hedging quantile, from every read reply it gave
+    /// this client: how long a read waits for it before asking another replica.
+    pub(crate) read_latency: LatencyEstimate,
+    /// Reads and writes sent to the node (alone or in a batch), for the bench's per-request
+    /// figures and for tests that count what a read asked.
+    requests: AtomicU64,
     /// The client's clock, shared by every replica: it observes every timestamp a node reports
     /// (versions read, versions held after a write, the node's clock) through
     /// [`Replica::observe`] and nowhere else, bounded by the ring's `max_skew_ms`.
@@ -78,6 +86,8 @@ impl Replica {
             link: Arc::new(link),
             health: NodeHealth::new(&options.health),
             timeout: options.request_timeout,
+            read_latency: LatencyEstimate::new(options.hedge.quantile),
+            requests: AtomicU64::new(0),
             clock,
             sightings,
         })
@@ -90,11 +100,13 @@ impl Replica {
         key: Bytes,
         ring_version: u64,
     ) -> Result<Option<Record>, ReplicaError> {
-        let reply =
-            match self.call(batch_op::Op::Read(v1::ReadRequest { key, ring_version })).await? {
-                Answer::Read(reply) => reply,
-                Answer::Write(_) => return Err(mismatched("read")),
-            };
+        let sent = Instant::now();
+        let op = batch_op::Op::Read(v1::ReadRequest { key, ring_version });
+        let reply = match self.account(sent, self.timeout, self.submit(op)).await? {
+            Answer::Read(reply) => reply,
+            Answer::Write(_) => return Err(mismatched("read")),
+        };
+        self.read_latency.record(sent.elapsed());
         self.saw_ring(reply.ring_version);
         let Some(wire) = reply.record else { return Ok(None) };
         let record = Record::try_from(wire).map_err(|e| ReplicaError::malformed(e.to_string()))?;
@@ -168,6 +180,12 @@ impl Replica {
         Ok(reply)
     }
 
+    /// Reads and writes this client has sent to the node so far, each operation of a batch
+    /// counted once.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     /// Notes the ring version the node reported, so a newer one gets fetched.
     fn saw_ring(&self, version: u64) {
         self.sightings.saw(&self.id, version);
@@ -237,7 +255,13 @@ impl Replica {
     /// Runs one operation (alone or in a batch) under the deadline and records its result in the
     /// node's health.
     async fn call(&self, op: batch_op::Op) -> Result<Answer, ReplicaError> {
-        self.account(Instant::now(), self.timeout, self.link.submit(op)).await
+        self.account(Instant::now(), self.timeout, self.submit(op)).await
+    }
+
+    /// Counts `op` as sent to the node and hands it to the link.
+    fn submit(&self, op: batch_op::Op) -> impl Future<Output = Result<Answer, ReplicaError>> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.link.submit(op)
     }
 
     /// Awaits `call`, started at `started`, under `deadline`, and records the result in the

@@ -133,6 +133,8 @@ mod tests {
             backoff_min_delay: Duration::from_millis(1),
             backoff_max_delay: Duration::from_millis(4),
             membership_timeout: Duration::from_secs(1),
+            read_fanout: crate::ReadFanout::Quorum,
+            hedge: crate::HedgePolicy::default(),
             tls: None,
             caller: dynakv_tls::Caller::Client,
         }

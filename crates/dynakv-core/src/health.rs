@@ -74,6 +74,10 @@ impl NodeHealth {
     /// `None` if requests may go to the node now; otherwise how long until its next retry.
     pub fn retry_in(&self) -> Option<Duration> {
         let until = self.down_until_us.load(Ordering::Relaxed);
+        if until == 0 {
+            // Up: asked for every replica of every operation, so skip reading the clock.
+            return None;
+        }
         let now = self.now_us();
         (until > now).then(|| Duration::from_micros(until - now))
     }

@@ -94,6 +94,7 @@ impl Setup {
         } else if let Some(rpcs) = common.rpcs_per_node {
             options.rpcs_in_flight_per_node = rpcs;
         }
+        options.read_fanout = common.read_fanout.into();
         let rpcs_per_node = options.rpcs_in_flight_per_node;
         let client =
             Client::builder(ring).options(options).build().context("cannot create client")?;

@@ -72,6 +72,8 @@ pub struct Measurement {
     /// RPCs in flight per node before further operations are coalesced into batch RPCs
     /// (0: every operation is its own RPC).
     pub rpcs_per_node: usize,
+    /// How many replicas a read asked up front: `quorum` (R, plus hedges) or `all` (N).
+    pub read_fanout: &'static str,
     /// Wall-clock seconds of the measured phase.
     pub elapsed_secs: f64,
     /// True when the run stopped at `--max-duration` before all operations were done.
@@ -80,8 +82,11 @@ pub struct Measurement {
     pub ops: Vec<OpFigures>,
     /// The bench process's CPU (user + system) per operation, in microseconds.
     pub client_cpu_us_per_op: f64,
-    /// Node CPU per replica request (each operation sends N of them), in microseconds; absent
-    /// when no node process was found.
+    /// Reads and writes the client sent to nodes per operation: N per write, R plus hedges per
+    /// read (N with `read_fanout` all), plus read repairs.
+    pub replica_requests_per_op: f64,
+    /// Node CPU per replica request the client sent (`replica_requests_per_op` of them per
+    /// operation), in microseconds; absent when no node process was found.
     pub node_cpu_us_per_replica_op: Option<f64>,
     /// Node processes measured.
     pub node_pids: Vec<u32>,
@@ -100,7 +105,7 @@ impl Measurement {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "workload {} | {} ops in {:.2} s{} | concurrency {} | N={} R={} W={}{} | {}-byte values | {} keys | {}",
+            "workload {} | {} ops in {:.2} s{} | concurrency {} | N={} R={} W={}{} | reads ask {} | {}-byte values | {} keys | {}",
             self.workload.name(),
             self.all().count + self.all().errors,
             self.elapsed_secs,
@@ -110,6 +115,7 @@ impl Measurement {
             self.r,
             self.w,
             if self.linearizable { " linearizable" } else { "" },
+            if self.read_fanout == "all" { "all N" } else { "R + hedges" },
             self.value_size,
             self.keys,
             match self.rpcs_per_node {
@@ -137,7 +143,11 @@ impl Measurement {
                 row.max_us
             );
         }
-        let _ = write!(out, "client CPU {:.1} us/op", self.client_cpu_us_per_op);
+        let _ = write!(
+            out,
+            "client CPU {:.1} us/op | {:.2} replica requests/op",
+            self.client_cpu_us_per_op, self.replica_requests_per_op
+        );
         match self.node_cpu_us_per_replica_op {
             Some(node) => {
                 let _ = writeln!(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dynakv_client::{Client, Consistency, ReadOptions, WriteOptions};
+use dynakv_client::{Client, Consistency, ReadFanout, ReadOptions, WriteOptions};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::SeedableRng;
@@ -156,6 +156,7 @@ pub async fn execute(
     let progress = Progress::start(spec.ops, &what, next.clone());
     let node_before = cpu::processes_cpu(node_pids);
     let client_before = cpu::client_cpu();
+    let requests_before = requests_sent(client);
     let started = Instant::now();
     let deadline = started + spec.max_duration;
     let tasks: Vec<_> = (0..spec.concurrency.max(1))
@@ -208,6 +209,7 @@ pub async fn execute(
     }
     let elapsed = started.elapsed();
     let client_cpu = cpu::client_cpu().saturating_sub(client_before);
+    let requests = requests_sent(client).saturating_sub(requests_before).max(1);
     let node_cpu = match (node_before, cpu::processes_cpu(node_pids)) {
         (Some(before), Some(after)) if !node_pids.is_empty() => Some(after.saturating_sub(before)),
         _ => None,
@@ -231,6 +233,10 @@ pub async fn execute(
     ops.push(OpFigures::new("all", &all, errors, secs));
     let done = (all.len() + errors).max(1);
     let n = client.ring().replication().n;
+    let read_fanout = match client.read_fanout() {
+        ReadFanout::Quorum => "quorum",
+        ReadFanout::All => "all",
+    };
     Ok(Measurement {
         workload: spec.workload,
         concurrency: spec.concurrency,
@@ -241,13 +247,20 @@ pub async fn execute(
         value_size: data.value.len(),
         keys: data.keys.len() as u64,
         rpcs_per_node,
+        read_fanout,
         elapsed_secs: secs,
         timed_out: all.len() + errors < spec.ops,
         ops,
         client_cpu_us_per_op: client_cpu.as_secs_f64() * 1e6 / done as f64,
-        node_cpu_us_per_replica_op: node_cpu
-            .map(|cpu| cpu.as_secs_f64() * 1e6 / (done * n as u64) as f64),
+        replica_requests_per_op: requests as f64 / done as f64,
+        node_cpu_us_per_replica_op: node_cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / requests as f64),
         node_pids: node_pids.to_vec(),
         first_error: total.first_error,
     })
+}
+
+/// Reads and writes the client has sent to the nodes so far (hedges and read repairs included):
+/// what the nodes served for it.
+fn requests_sent(client: &Client) -> u64 {
+    client.health().iter().map(|(_, health)| health.requests_sent()).sum()
 }

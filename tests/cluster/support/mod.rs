@@ -98,9 +98,29 @@ pub fn spawn_node(
 
 /// A client for `ring` with test deadlines.
 pub fn client_for(ring: &Ring) -> Client {
-    let options =
-        ClientOptions { request_timeout: TEST_REQUEST_TIMEOUT, ..ClientOptions::from_ring(ring) };
+    client_with(ring, test_options(ring))
+}
+
+/// The default client options for `ring`, with test deadlines.
+pub fn test_options(ring: &Ring) -> ClientOptions {
+    ClientOptions { request_timeout: TEST_REQUEST_TIMEOUT, ..ClientOptions::from_ring(ring) }
+}
+
+/// A client for `ring` with `options`.
+pub fn client_with(ring: &Ring, options: ClientOptions) -> Client {
     Client::builder(ring.clone()).options(options).build().expect("client")
+}
+
+/// The first of `tag-0`, `tag-1`, ... whose preference list has node `node` (0-based) at
+/// `position`: reads ask the first R replicas, so a test picks which ones a read asks.
+pub fn key_with(ring: &Ring, node: usize, position: usize, tag: &str) -> String {
+    (0..10_000)
+        .map(|i| format!("{tag}-{i}"))
+        .find(|key| {
+            let replicas = ring.preference_list(dynakv_ring::key_token(key.as_bytes()));
+            replicas.get(position) == Some(&node)
+        })
+        .expect("some key puts the node there")
 }
 
 /// One in-process node.
@@ -350,6 +370,24 @@ impl NodeProcess {
         command.args(["node", "--ring"]).arg(ring).args(["--id", id, "--data-dir"]).arg(data_dir);
         let child = configure(&mut command).spawn().expect("spawn dynakv node");
         NodeProcess { child }
+    }
+
+    /// Stops the process with SIGSTOP: it keeps its sockets open and answers nothing, like a
+    /// node in a long GC pause or a swapped-out VM, until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill has no memory effects; the pid is our own child's, not yet reaped.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "signal {signal} to node process {pid}");
     }
 
     /// Kills the process with SIGKILL: no shutdown code runs.
