@@ -48,7 +48,7 @@ pub enum Peer {
     /// A Redis primary, with or without replicas.
     Redis(Redis, Replication),
     /// An etcd cluster.
-    Etcd(Etcd, Replication),
+    Etcd(Box<Etcd>, Replication),
 }
 
 impl Peer {
@@ -76,7 +76,7 @@ impl Peer {
                 let majority = members / 2 + 1;
                 let replication =
                     Replication { n: members, r: majority, w: majority, linearizable: true };
-                Peer::Etcd(Etcd::new(endpoints).await?, replication)
+                Peer::Etcd(Box::new(Etcd::new(endpoints).await?), replication)
             }
         })
     }
@@ -92,7 +92,7 @@ impl Peer {
     pub async fn connect(&self) -> anyhow::Result<Conn> {
         Ok(match self {
             Peer::Redis(redis, _) => Conn::Redis(redis.connect().await?),
-            Peer::Etcd(etcd, _) => Conn::Etcd(etcd.connect()),
+            Peer::Etcd(etcd, _) => Conn::Etcd(Box::new(etcd.connect())),
         })
     }
 
@@ -110,7 +110,7 @@ pub enum Conn {
     /// To a Redis primary.
     Redis(RedisConn),
     /// On the etcd client.
-    Etcd(EtcdConn),
+    Etcd(Box<EtcdConn>),
 }
 
 impl Conn {

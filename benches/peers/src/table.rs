@@ -123,8 +123,9 @@ pub fn render(dir: &Path, runs: usize) -> String {
     }
     let _ = writeln!(
         out,
-        "\nMedians of {runs} runs. A ratio is dynakv's figure over the peer's, taken within each run, \
-         then the median of those: above 1 is better for ops/s, below 1 is better for latencies."
+        "\nMedians of {runs} run{}. A ratio is dynakv's figure over the peer's, taken within each run, \
+         then the median of those: above 1 is better for ops/s, below 1 is better for latencies.",
+        if runs == 1 { "" } else { "s" }
     );
     out
 }
