@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use dynakv_bench::DataSet;
 use etcd_client::{Client, ConnectOptions, KvClient, Txn, TxnOp};
-
-use crate::workload::DataSet;
 
 /// Deadline of one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,7 +53,7 @@ impl Etcd {
                         let keys = &data.keys[start..(start + PRELOAD_TXN).min(data.keys.len())];
                         let puts: Vec<_> = keys
                             .iter()
-                            .map(|k| TxnOp::put(k.clone(), data.value.clone(), None))
+                            .map(|k| TxnOp::put(k.to_vec(), data.value.to_vec(), None))
                             .collect();
                         kv.txn(Txn::new().and_then(puts)).await?;
                     }

@@ -2,12 +2,14 @@
 //! that sets their figures beside dynakv's. `benches/peers.sh` starts the servers and calls it.
 //!
 //! # Layout
-//! - [`workload`]: the keyspace, the value and each workload's read/update mix.
 //! - [`peer`]: the measured systems behind one interface; [`redis`] and [`etcd`] are the two.
-//! - [`run`]: the closed loop, one connection and one set of HDR histograms per task.
-//! - [`report`]: a run's figures, in the JSON shape of `dynakv bench --json`.
+//! - [`run`]: the closed loop, one connection and one latency record per task.
+//! - [`report`]: a run's figures as one line, and as the JSON of `dynakv bench --json`.
 //! - [`cpu`]: client CPU from `getrusage`, server CPU from `/proc`.
 //! - [`table`]: medians over runs, ratios, and the markdown table.
+//!
+//! The workloads, latency records and figures are the `dynakv-bench` crate's, as in
+//! `dynakv bench`, so both write the same JSON.
 
 mod cpu;
 mod etcd;
@@ -16,7 +18,6 @@ mod redis;
 mod report;
 mod run;
 mod table;
-mod workload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,10 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use dynakv_bench::{DataSet, WorkloadKind};
 
 use peer::{Peer, System};
 use run::RunSpec;
-use workload::{DataSet, Workload};
 
 #[derive(Debug, Parser)]
 #[command(about = "Runs the workloads of `dynakv bench` against Redis and etcd")]
@@ -54,7 +55,7 @@ struct RunArgs {
     endpoints: Vec<String>,
     /// Workload: a = 50/50 read/update, b = 95/5, c = read only, w = write only.
     #[arg(long, value_enum, default_value = "b")]
-    workload: Workload,
+    workload: WorkloadKind,
     /// Operations to run.
     #[arg(long, default_value_t = 100_000)]
     ops: u64,
@@ -132,10 +133,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut measurement = run::execute(&peer, &data, spec, &args.server_pids).await?;
     measurement.system = Some(args.system.name().to_string());
-    println!("{}", measurement.summary());
+    println!("{}", report::summary(&measurement));
     if let Some(path) = &args.json {
-        measurement.write(path)?;
+        report::write(path, &measurement)?;
     }
-    let errors = measurement.op("all").map_or(0, |all| all.errors);
-    Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if measurement.all().errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use clap::ValueEnum;
+use dynakv_bench::DataSet;
 
 use crate::etcd::{Etcd, EtcdConn};
 use crate::redis::{Redis, RedisConn, Wait};
-use crate::workload::DataSet;
 
 /// Which system a run drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

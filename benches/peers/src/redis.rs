@@ -7,10 +7,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use dynakv_bench::DataSet;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-
-use crate::workload::DataSet;
 
 /// Longest wait for one reply; above any `WAIT` timeout, so a slow replica shows as `WAIT`'s
 /// own answer and not as a dropped connection.
@@ -63,7 +62,7 @@ impl Redis {
         for chunk in data.keys.chunks(PRELOAD_PIPELINE) {
             let mut pipe = redis::pipe();
             for key in chunk {
-                pipe.cmd("SET").arg(key).arg(&data.value).ignore();
+                pipe.cmd("SET").arg(&key[..]).arg(&data.value[..]).ignore();
             }
             pipe.query_async::<()>(&mut conn).await.context("preload SET")?;
         }

@@ -1,61 +1,29 @@
 //! The closed loop: `concurrency` tasks, each with its own connection, issue operations until
-//! the operation count or the time bound is reached, each recording latencies into its own HDR
-//! histograms (merged at the end, so recording takes no lock).
+//! the operation count or the time bound is reached, each recording into its own
+//! [`LatencyRecord`] (merged at the end, so recording takes no lock).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
+use dynakv_bench::{DataSet, LatencyRecord, Measurement, OpKind, WorkloadKind};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::cpu;
 use crate::peer::{Conn, Peer};
-use crate::report::{Measurement, OpFigures};
-use crate::workload::{DataSet, OpKind, Workload};
-
-/// Longest latency a histogram holds (longer ones are recorded as this).
-const MAX_LATENCY_NS: u64 = 120_000_000_000;
 
 /// One run's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct RunSpec {
     /// The operation mix.
-    pub workload: Workload,
+    pub workload: WorkloadKind,
     /// Operations to run.
     pub ops: u64,
     /// Operations in flight at once.
     pub concurrency: usize,
     /// Stop after this long even if operations remain.
     pub max_duration: Duration,
-}
-
-/// Latencies and errors of one task, or of all of them once merged, per [`OpKind`].
-struct Record {
-    latencies: [Histogram<u64>; 2],
-    errors: [u64; 2],
-    first_error: Option<String>,
-}
-
-impl Record {
-    fn new() -> Self {
-        Record { latencies: [histogram(), histogram()], errors: [0; 2], first_error: None }
-    }
-
-    fn merge(&mut self, other: Record) {
-        for (mine, theirs) in self.latencies.iter_mut().zip(&other.latencies) {
-            mine.add(theirs).expect("histograms with equal bounds add");
-        }
-        for (mine, theirs) in self.errors.iter_mut().zip(other.errors) {
-            *mine += theirs;
-        }
-        self.first_error = self.first_error.take().or(other.first_error);
-    }
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid bounds")
 }
 
 /// One task: operations from the shared counter until it passes `spec.ops` or time is up.
@@ -66,23 +34,19 @@ async fn task(
     next: Arc<AtomicU64>,
     deadline: Instant,
     seed: u64,
-) -> Record {
+) -> LatencyRecord {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut record = Record::new();
+    let mut record = LatencyRecord::new();
     while next.fetch_add(1, Ordering::Relaxed) < spec.ops && Instant::now() < deadline {
         let (kind, key) = data.next_op(spec.workload, &mut rng);
         let began = Instant::now();
         let result = match kind {
-            OpKind::Read => conn.get(key).await,
-            OpKind::Update => conn.put(key, &data.value).await,
+            OpKind::Read => conn.get(&key).await,
+            OpKind::Update => conn.put(&key, &data.value).await,
         };
-        let slot = kind as usize;
         match result {
-            Ok(()) => record.latencies[slot].saturating_record(began.elapsed().as_nanos() as u64),
-            Err(e) => {
-                record.errors[slot] += 1;
-                record.first_error.get_or_insert_with(|| format!("{e:#}"));
-            }
+            Ok(()) => record.success(kind, began.elapsed()),
+            Err(e) => record.failure(kind, format!("{e:#}")),
         }
     }
     record
@@ -112,7 +76,7 @@ pub async fn execute(
             tokio::spawn(task(conn, data.clone(), spec, next.clone(), deadline, i as u64))
         })
         .collect();
-    let mut total = Record::new();
+    let mut total = LatencyRecord::new();
     for task in tasks {
         total.merge(task.await?);
     }
@@ -125,23 +89,11 @@ pub async fn execute(
         _ => None,
     };
 
-    let mut ops = Vec::new();
-    let mut all = histogram();
-    for kind in OpKind::ALL {
-        let slot = kind as usize;
-        let (latencies, errors) = (&total.latencies[slot], total.errors[slot]);
-        if latencies.len() + errors > 0 {
-            ops.push(OpFigures::new(kind.name(), latencies, errors, secs));
-            all.add(latencies).expect("histograms with equal bounds add");
-        }
-    }
-    let errors = total.errors.iter().sum();
-    ops.push(OpFigures::new("all", &all, errors, secs));
-    let done = (all.len() + errors).max(1);
+    let done = total.done();
     let replication = peer.replication();
     Ok(Measurement {
         system: None,
-        workload: spec.workload.name().to_string(),
+        workload: spec.workload,
         concurrency: spec.concurrency,
         r: replication.r,
         w: replication.w,
@@ -151,12 +103,12 @@ pub async fn execute(
         keys: data.keys.len() as u64,
         rpcs_per_node: 0,
         elapsed_secs: secs,
-        timed_out: all.len() + errors < spec.ops,
-        ops,
-        client_cpu_us_per_op: client_cpu.as_secs_f64() * 1e6 / done as f64,
+        timed_out: done < spec.ops,
+        ops: total.figures(secs),
+        client_cpu_us_per_op: client_cpu.as_secs_f64() * 1e6 / done.max(1) as f64,
         node_cpu_us_per_replica_op: server_cpu
-            .map(|cpu| cpu.as_secs_f64() * 1e6 / (done * replication.n as u64) as f64),
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / (done.max(1) * replication.n as u64) as f64),
         node_pids: server_pids.to_vec(),
-        first_error: total.first_error,
+        first_error: total.first_error().map(str::to_string),
     })
 }

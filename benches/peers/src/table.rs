@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::report::Measurement;
+use crate::report;
 
 /// The table's systems: file name prefix and column title.
 const SYSTEMS: [(&str, &str); 4] = [
@@ -133,7 +133,7 @@ pub fn render(dir: &Path, runs: usize) -> String {
 /// The row's figure of one system's run, if its file is there and holds it.
 fn figure(dir: &Path, system: &str, row: &Row, run: usize) -> Option<f64> {
     let path = dir.join(format!("{system}-{}-c{}-{run}.json", row.workload, row.concurrency));
-    let measurement = Measurement::read(&path).ok()?;
+    let measurement = report::read(&path).ok()?;
     match row.figure {
         Figure::Throughput => measurement.op("all").map(|all| all.ops_per_sec),
         Figure::P50(op) => measurement.op(op).map(|figures| figures.p50_us),
