@@ -25,6 +25,10 @@ use clap::Parser;
 
 use crate::cli::{CertsCommand, Cli, Command, LogFormat, RingCommand};
 
+/// Every process the binary runs (node, client, bench) allocates through mimalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Nodes log dynakv's own events at INFO; dependencies (fjall, h2, tonic) only from WARN up.

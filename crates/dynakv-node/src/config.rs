@@ -29,7 +29,7 @@ pub struct NodeConfig {
     pub id: String,
     /// Where records are kept.
     pub storage: StorageChoice,
-    /// Threads serving storage reads.
+    /// Threads serving storage reads; 0 serves them on the runtime thread that asks.
     pub storage_readers: usize,
     /// Longest wait for open connections to finish at shutdown before the node stops anyway.
     pub drain_timeout: Duration,
@@ -47,14 +47,14 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// A configuration with the documented defaults: 2 storage reader threads, a 10 s drain, the
+    /// A configuration with the documented defaults: reads on the runtime, a 10 s drain, the
     /// system clock, no metrics endpoint, TLS required beyond loopback.
     pub fn new(ring: Arc<Ring>, id: impl Into<String>, storage: StorageChoice) -> Self {
         NodeConfig {
             ring,
             id: id.into(),
             storage,
-            storage_readers: 2,
+            storage_readers: 0,
             drain_timeout: Duration::from_secs(10),
             inject_delay_ms: None,
             clock: Clock::system(),
