@@ -22,29 +22,13 @@ SUITE=${SUITE:-targets}
 OUT=${1:-target/bench-results}
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
-CLUSTER=""
+# shellcheck source=benches/cluster.sh
+source benches/cluster.sh
 cleanup() {
-    if [[ -n "$CLUSTER" ]]; then kill -TERM "$CLUSTER" 2>/dev/null || true; wait "$CLUSTER" 2>/dev/null || true; fi
+    stop_cluster
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-# start_cluster SYNC: a fresh cluster with sync = "os" or "always".
-start_cluster() {
-    if [[ -n "$CLUSTER" ]]; then kill -TERM "$CLUSTER"; wait "$CLUSTER" || true; fi
-    rm -rf "$WORK/data"
-    sed -e "s/127.0.0.1:7401/127.0.0.1:$((PORT_BASE + 1))/" \
-        -e "s/127.0.0.1:7402/127.0.0.1:$((PORT_BASE + 2))/" \
-        -e "s/127.0.0.1:7403/127.0.0.1:$((PORT_BASE + 3))/" \
-        -e "s/^sync = \"os\"/sync = \"$1\"/" config/ring.toml > "$WORK/ring.toml"
-    "$BIN" dev --ring "$WORK/ring.toml" --data-root "$WORK/data" 2> "$WORK/dev.log" &
-    CLUSTER=$!
-    for _ in $(seq 100); do
-        "$BIN" status --ring "$WORK/ring.toml" > /dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "cluster did not start" >&2; cat "$WORK/dev.log" >&2; exit 1
-}
 
 # bench NAME ARGS...: RUNS runs of one case.
 bench() {

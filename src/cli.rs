@@ -456,19 +456,8 @@ pub enum BenchCommand {
     Sweep(BenchSweepArgs),
 }
 
-/// A YCSB-style workload mix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WorkloadKind {
-    /// 50% reads, 50% updates.
-    A,
-    /// 95% reads, 5% updates.
-    B,
-    /// 100% reads.
-    C,
-    /// 100% writes.
-    W,
-}
+/// A YCSB-style workload mix (shared with the peers driver).
+pub use dynakv_bench::WorkloadKind;
 
 /// What every bench run shares: the cluster, the data set and the bounds.
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use dynakv_core::{Record, Version, merge};
+use dynakv_core::{Record, Version};
 use dynakv_proto::v1::WriteResponse;
 use dynakv_ring::{NodeIndex, PreferenceList, key_token};
 use futures::StreamExt;
@@ -17,7 +17,6 @@ use futures::stream::FuturesUnordered;
 
 use crate::client::Shared;
 use crate::error::{Op, QuorumError, ReplicaError, ReplicaFailure, SetCount, WriteOutcome};
-use crate::repair;
 use crate::topology::Topology;
 
 /// What a round does with the calls still in flight once its outcome is decided.

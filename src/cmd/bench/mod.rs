@@ -3,30 +3,31 @@
 //! it across quorum settings and concurrency levels and can draw the percentiles as a PNG.
 //!
 //! # Layout
-//! - [`workload`]: the keyspace, the value and each workload's read/update mix.
 //! - [`run`](mod@run): preloading and running one workload under its operation and time bounds.
-//! - [`report`]: the measured figures, the final table and JSON output.
 //! - [`cpu`]: client CPU from `getrusage`, node CPU from `/proc`.
 //! - [`sweep`]: one run per (R, W, concurrency) point.
 //! - [`plot`]: the sweep drawn as a PNG, with a bundled font.
+//!
+//! The workloads, latency records and figures (and so the JSON) are the `dynakv-bench` crate's,
+//! shared with the driver of `benches/peers.sh`.
 
 mod cpu;
 mod plot;
-mod report;
 mod run;
 mod sweep;
-mod workload;
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use dynakv_bench::{DataSet, Measurement};
 use dynakv_client::{Client, ClientOptions};
 use dynakv_ring::Ring;
+use serde::Serialize;
 
 use crate::cli::{BenchArgs, BenchCommand, BenchCommon, ConsistencyArg};
 use run::RunSpec;
-use workload::DataSet;
 
 /// Runs `dynakv bench` or `dynakv bench sweep`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -70,7 +71,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let measurement = setup.execute(spec).await?;
     print!("{}", measurement.table());
     if let Some(path) = &args.json {
-        report::write_json(path, &measurement)?;
+        write_json(path, &measurement)?;
     }
     Ok(if measurement.all().errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -126,7 +127,13 @@ impl Setup {
     }
 
     /// Runs and measures one workload.
-    async fn execute(&self, spec: RunSpec) -> anyhow::Result<report::Measurement> {
+    async fn execute(&self, spec: RunSpec) -> anyhow::Result<Measurement> {
         run::execute(&self.client, &self.data, spec, &self.node_pids, self.rpcs_per_node).await
     }
+}
+
+/// Writes `value` as pretty JSON to `path`.
+fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
 }

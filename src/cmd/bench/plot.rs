@@ -10,7 +10,7 @@ use plotters::coord::combinators::BindKeyPoints;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-use super::report::{Measurement, OpFigures};
+use dynakv_bench::{Measurement, OpFigures};
 
 /// The bundled font.
 static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSansMono.ttf");

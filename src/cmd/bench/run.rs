@@ -1,24 +1,18 @@
 //! Running a workload: loading the keyspace, then `concurrency` tasks issuing operations until
-//! the operation count or the time bound is reached, each recording latencies into its own HDR
-//! histograms (merged at the end, so recording takes no lock).
+//! the operation count or the time bound is reached, each recording latencies into its own
+//! [`LatencyRecord`] (merged at the end, so recording takes no lock).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use dynakv_bench::{DataSet, LatencyRecord, Measurement, OpKind, WorkloadKind};
 use dynakv_client::{Client, Consistency, ReadFanout, ReadOptions, WriteOptions};
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::cpu;
-use super::report::{Measurement, OpFigures};
-use super::workload::{DataSet, OpKind};
-use crate::cli::WorkloadKind;
-
-/// Longest latency a histogram holds (longer ones are recorded as this).
-const MAX_LATENCY_NS: u64 = 120_000_000_000;
 
 /// One run's settings.
 #[derive(Debug, Clone, Copy)]
@@ -37,30 +31,6 @@ pub struct RunSpec {
     pub linearizable: bool,
     /// Stop after this long even if operations remain.
     pub max_duration: Duration,
-}
-
-/// What one task recorded.
-struct TaskRecord {
-    latencies: [Histogram<u64>; 2],
-    errors: [u64; 2],
-    first_error: Option<String>,
-}
-
-impl TaskRecord {
-    fn new() -> Self {
-        let histogram = || Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid bounds");
-        TaskRecord { latencies: [histogram(), histogram()], errors: [0; 2], first_error: None }
-    }
-
-    fn merge(&mut self, other: TaskRecord) {
-        for (mine, theirs) in self.latencies.iter_mut().zip(&other.latencies) {
-            mine.add(theirs).expect("histograms with equal bounds add");
-        }
-        for (mine, theirs) in self.errors.iter_mut().zip(other.errors) {
-            *mine += theirs;
-        }
-        self.first_error = self.first_error.take().or(other.first_error);
-    }
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal), moved every 100 ms from a
@@ -164,7 +134,7 @@ pub async fn execute(
             let (client, data, next) = (client.clone(), data.clone(), next.clone());
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(task as u64);
-                let mut record = TaskRecord::new();
+                let mut record = LatencyRecord::new();
                 let (read, write) = if spec.linearizable {
                     let consistency = Some(Consistency::Linearizable);
                     (
@@ -189,21 +159,16 @@ pub async fn execute(
                             client.put_with(key, data.value.clone(), write).await.map(drop)
                         }
                     };
-                    let slot = kind as usize;
                     match result {
-                        Ok(()) => record.latencies[slot]
-                            .saturating_record(began.elapsed().as_nanos() as u64),
-                        Err(e) => {
-                            record.errors[slot] += 1;
-                            record.first_error.get_or_insert_with(|| e.to_string());
-                        }
+                        Ok(()) => record.success(kind, began.elapsed()),
+                        Err(e) => record.failure(kind, e),
                     }
                 }
                 record
             })
         })
         .collect();
-    let mut total = TaskRecord::new();
+    let mut total = LatencyRecord::new();
     for task in tasks {
         total.merge(task.await?);
     }
@@ -219,25 +184,14 @@ pub async fn execute(
     client.settle().await;
 
     let secs = elapsed.as_secs_f64();
-    let mut ops = Vec::new();
-    let mut all = TaskRecord::new().latencies[0].clone();
-    for kind in OpKind::ALL {
-        let slot = kind as usize;
-        let (latencies, errors) = (&total.latencies[slot], total.errors[slot]);
-        if latencies.len() + errors > 0 {
-            ops.push(OpFigures::new(kind.name(), latencies, errors, secs));
-            all.add(latencies).expect("histograms with equal bounds add");
-        }
-    }
-    let errors = total.errors.iter().sum();
-    ops.push(OpFigures::new("all", &all, errors, secs));
-    let done = (all.len() + errors).max(1);
+    let done = total.done();
     let n = client.ring().replication().n;
     let read_fanout = match client.read_fanout() {
         ReadFanout::Quorum => "quorum",
         ReadFanout::All => "all",
     };
     Ok(Measurement {
+        system: None,
         workload: spec.workload,
         concurrency: spec.concurrency,
         r: spec.r,
@@ -249,13 +203,14 @@ pub async fn execute(
         rpcs_per_node,
         read_fanout,
         elapsed_secs: secs,
-        timed_out: all.len() + errors < spec.ops,
-        ops,
-        client_cpu_us_per_op: client_cpu.as_secs_f64() * 1e6 / done as f64,
-        replica_requests_per_op: requests as f64 / done as f64,
-        node_cpu_us_per_replica_op: node_cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / requests as f64),
+        timed_out: done < spec.ops,
+        ops: total.figures(secs),
+        client_cpu_us_per_op: client_cpu.as_secs_f64() * 1e6 / done.max(1) as f64,
+        replica_requests_per_op: requests as f64 / done.max(1) as f64,
+        node_cpu_us_per_replica_op: node_cpu
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / requests.max(1) as f64),
         node_pids: node_pids.to_vec(),
-        first_error: total.first_error,
+        first_error: total.first_error().map(str::to_string),
     })
 }
 

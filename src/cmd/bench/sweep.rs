@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::report::{self, Measurement};
 use super::run::RunSpec;
 use super::{Setup, plot};
 use crate::cli::BenchSweepArgs;
+use dynakv_bench::Measurement;
 
 /// Runs every point of the sweep.
 pub async fn run(args: BenchSweepArgs) -> anyhow::Result<ExitCode> {
@@ -46,7 +46,7 @@ pub async fn run(args: BenchSweepArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(path) = &args.json {
-        report::write_json(path, &points)?;
+        super::write_json(path, &points)?;
     }
     if let Some(path) = &args.plot {
         plot::draw(path, &points).with_context(|| format!("cannot draw {}", path.display()))?;

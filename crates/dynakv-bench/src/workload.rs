@@ -6,29 +6,20 @@
 
 use bytes::Bytes;
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
-use crate::cli::WorkloadKind;
-
-/// The kind of one operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpKind {
-    /// A quorum get.
-    Read,
-    /// A quorum put of an existing key.
-    Update,
-}
-
-impl OpKind {
-    /// Both kinds, in report order.
-    pub const ALL: [OpKind; 2] = [OpKind::Read, OpKind::Update];
-
-    /// The name used in tables and JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            OpKind::Read => "read",
-            OpKind::Update => "update",
-        }
-    }
+/// A YCSB-style workload mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    /// 50% reads, 50% updates.
+    A,
+    /// 95% reads, 5% updates.
+    B,
+    /// 100% reads.
+    C,
+    /// 100% writes.
+    W,
 }
 
 impl WorkloadKind {
@@ -54,6 +45,28 @@ impl WorkloadKind {
             WorkloadKind::B => "b",
             WorkloadKind::C => "c",
             WorkloadKind::W => "w",
+        }
+    }
+}
+
+/// The kind of one operation; its value is its slot in a [`LatencyRecord`](crate::LatencyRecord).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// A get.
+    Read = 0,
+    /// A put of an existing key.
+    Update = 1,
+}
+
+impl OpKind {
+    /// Both kinds, in report order.
+    pub const ALL: [OpKind; 2] = [OpKind::Read, OpKind::Update];
+
+    /// The name used in tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Read => "read",
+            OpKind::Update => "update",
         }
     }
 }

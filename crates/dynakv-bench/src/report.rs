@@ -1,19 +1,18 @@
-//! The figures of a run, as a table for people and JSON for scripts.
+//! The figures of a run, as a table for people and JSON for scripts; the driver of
+//! `benches/peers.sh` writes the same JSON for Redis and etcd, with `system` set.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use anyhow::Context;
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::cli::WorkloadKind;
+use crate::workload::WorkloadKind;
 
 /// Latency figures of one kind of operation (or of all of them).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OpFigures {
     /// `read`, `update` or `all`.
-    pub op: &'static str,
+    pub op: String,
     /// Operations that succeeded (their latencies are the percentiles).
     pub count: u64,
     /// Operations that failed.
@@ -34,10 +33,10 @@ pub struct OpFigures {
 
 impl OpFigures {
     /// Figures from a histogram of nanosecond latencies.
-    pub fn new(op: &'static str, latencies: &Histogram<u64>, errors: u64, secs: f64) -> Self {
+    pub fn new(op: &str, latencies: &Histogram<u64>, errors: u64, secs: f64) -> Self {
         let us = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
         OpFigures {
-            op,
+            op: op.to_string(),
             count: latencies.len(),
             errors,
             ops_per_sec: latencies.len() as f64 / secs.max(1e-9),
@@ -51,8 +50,11 @@ impl OpFigures {
 }
 
 /// Everything one run measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Measurement {
+    /// The system measured when it is not dynakv (`etcd`, `redis`, ...); absent for dynakv.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
     /// The workload mix.
     pub workload: WorkloadKind,
     /// Operations in flight at once.
@@ -98,6 +100,11 @@ impl Measurement {
     /// The figures over every operation.
     pub fn all(&self) -> &OpFigures {
         self.ops.last().expect("a measurement always has an `all` row")
+    }
+
+    /// The figures of operation kind `op` (`read`, `update` or `all`), if it ran.
+    pub fn op(&self, op: &str) -> Option<&OpFigures> {
+        self.ops.iter().find(|figures| figures.op == op)
     }
 
     /// The final table.
@@ -163,10 +170,4 @@ impl Measurement {
         }
         out
     }
-}
-
-/// Writes `value` as pretty JSON to `path`.
-pub fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
 }
