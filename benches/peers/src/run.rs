@@ -102,6 +102,8 @@ pub async fn execute(
         value_size: data.value.len(),
         keys: data.keys.len() as u64,
         rpcs_per_node: 0,
+        read_fanout: None,
+        replica_requests_per_op: None,
         elapsed_secs: secs,
         timed_out: done < spec.ops,
         ops: total.figures(secs),

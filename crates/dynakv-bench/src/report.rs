@@ -74,8 +74,10 @@ pub struct Measurement {
     /// RPCs in flight per node before further operations are coalesced into batch RPCs
     /// (0: every operation is its own RPC).
     pub rpcs_per_node: usize,
-    /// How many replicas a read asked up front: `quorum` (R, plus hedges) or `all` (N).
-    pub read_fanout: &'static str,
+    /// How many replicas a read asked up front: `quorum` (R, plus hedges) or `all` (N); absent
+    /// for other systems.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_fanout: Option<String>,
     /// Wall-clock seconds of the measured phase.
     pub elapsed_secs: f64,
     /// True when the run stopped at `--max-duration` before all operations were done.
@@ -85,8 +87,9 @@ pub struct Measurement {
     /// The bench process's CPU (user + system) per operation, in microseconds.
     pub client_cpu_us_per_op: f64,
     /// Reads and writes the client sent to nodes per operation: N per write, R plus hedges per
-    /// read (N with `read_fanout` all), plus read repairs.
-    pub replica_requests_per_op: f64,
+    /// read (N with `read_fanout` all), plus read repairs; absent for other systems.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_requests_per_op: Option<f64>,
     /// Node CPU per replica request the client sent (`replica_requests_per_op` of them per
     /// operation), in microseconds; absent when no node process was found.
     pub node_cpu_us_per_replica_op: Option<f64>,
@@ -112,7 +115,7 @@ impl Measurement {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "workload {} | {} ops in {:.2} s{} | concurrency {} | N={} R={} W={}{} | reads ask {} | {}-byte values | {} keys | {}",
+            "workload {} | {} ops in {:.2} s{} | concurrency {} | N={} R={} W={}{}{} | {}-byte values | {} keys | {}",
             self.workload.name(),
             self.all().count + self.all().errors,
             self.elapsed_secs,
@@ -122,7 +125,11 @@ impl Measurement {
             self.r,
             self.w,
             if self.linearizable { " linearizable" } else { "" },
-            if self.read_fanout == "all" { "all N" } else { "R + hedges" },
+            match self.read_fanout.as_deref() {
+                Some("all") => " | reads ask all N",
+                Some(_) => " | reads ask R + hedges",
+                None => "",
+            },
             self.value_size,
             self.keys,
             match self.rpcs_per_node {
@@ -150,11 +157,10 @@ impl Measurement {
                 row.max_us
             );
         }
-        let _ = write!(
-            out,
-            "client CPU {:.1} us/op | {:.2} replica requests/op",
-            self.client_cpu_us_per_op, self.replica_requests_per_op
-        );
+        let _ = write!(out, "client CPU {:.1} us/op", self.client_cpu_us_per_op);
+        if let Some(requests) = self.replica_requests_per_op {
+            let _ = write!(out, " | {requests:.2} replica requests/op");
+        }
         match self.node_cpu_us_per_replica_op {
             Some(node) => {
                 let _ = writeln!(

@@ -189,7 +189,8 @@ pub async fn execute(
     let read_fanout = match client.read_fanout() {
         ReadFanout::Quorum => "quorum",
         ReadFanout::All => "all",
-    };
+    }
+    .to_string();
     Ok(Measurement {
         system: None,
         workload: spec.workload,
@@ -201,12 +202,12 @@ pub async fn execute(
         value_size: data.value.len(),
         keys: data.keys.len() as u64,
         rpcs_per_node,
-        read_fanout,
+        read_fanout: Some(read_fanout),
         elapsed_secs: secs,
         timed_out: done < spec.ops,
         ops: total.figures(secs),
         client_cpu_us_per_op: client_cpu.as_secs_f64() * 1e6 / done.max(1) as f64,
-        replica_requests_per_op: requests as f64 / done.max(1) as f64,
+        replica_requests_per_op: Some(requests as f64 / done.max(1) as f64),
         node_cpu_us_per_replica_op: node_cpu
             .map(|cpu| cpu.as_secs_f64() * 1e6 / requests.max(1) as f64),
         node_pids: node_pids.to_vec(),
