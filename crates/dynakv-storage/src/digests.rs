@@ -349,7 +349,7 @@ mod tests {
     use dynakv_core::Timestamp;
 
     use super::*;
-    use crate::{FaultKind, FaultyStorage, FjallStorage, MemoryStorage, Store, StoreOptions};
+    use crate::{FaultyStorage, FjallStorage, MemoryStorage, Store, StoreOptions};
 
     fn version(ms: u64) -> Version {
         Version::new(Timestamp::from_millis(ms), 1)
@@ -532,44 +532,14 @@ mod tests {
         );
     }
 
-    /// An engine whose commits reach the inner engine but report a failure while `lying` is
-    /// set: a journal written before its fsync failed.
-    struct Lying {
-        inner: MemoryStorage,
-        lying: std::sync::atomic::AtomicBool,
-    }
-
-    impl Storage for Lying {
-        fn get(&self, space: Space, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
-            self.inner.get(space, key)
-        }
-        fn commit(&self, batch: Vec<crate::Mutation>, sync: bool) -> Result<(), StorageError> {
-            self.inner.commit(batch, sync)?;
-            if self.lying.load(Ordering::Acquire) {
-                let detail = "fsync failed, injected".into();
-                return Err(StorageError::Engine(crate::Fault { kind: FaultKind::Io, detail }));
-            }
-            Ok(())
-        }
-        fn scan(
-            &self,
-            space: Space,
-            from: &[u8],
-            to: Option<&[u8]>,
-            limit: usize,
-        ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
-            self.inner.scan(space, from, to, limit)
-        }
-    }
-
     #[tokio::test]
     async fn a_commit_that_failed_but_reached_the_engine_is_digested_after_recovery() {
-        let engine = Arc::new(Lying { inner: MemoryStorage::new(), lying: false.into() });
+        let engine = Arc::new(FaultyStorage::new(Arc::new(MemoryStorage::new())));
         let store = Store::open(engine.clone(), StoreOptions::default()).unwrap();
         store.write(1, b"a", Record::value(version(1), Bytes::from("v"))).await.unwrap();
-        engine.lying.store(true, Ordering::Release);
+        engine.fail_syncs(true);
         store.write(2, b"b", Record::value(version(1), Bytes::from("v"))).await.unwrap_err();
-        engine.lying.store(false, Ordering::Release);
+        engine.fail_syncs(false);
         assert_eq!(store.live_keys(), 1, "the writer did not count the failed batch");
         store.recover().await.unwrap();
         store.write(3, b"c", Record::value(version(1), Bytes::from("v"))).await.unwrap();

@@ -22,6 +22,8 @@ pub struct FaultyStorage {
     poisoned: AtomicBool,
     /// While set, reads and scans fail with an I/O error.
     failing_reads: AtomicBool,
+    /// While set, every commit reaches the inner engine and then fails, as a failed fsync does.
+    failing_syncs: AtomicBool,
 }
 
 impl FaultyStorage {
@@ -32,12 +34,20 @@ impl FaultyStorage {
             failing: Mutex::new(None),
             poisoned: AtomicBool::new(false),
             failing_reads: AtomicBool::new(false),
+            failing_syncs: AtomicBool::new(false),
         }
     }
 
     /// From now on every commit fails with `kind` (`None`: commits work again, once reopened).
     pub fn fail_commits(&self, kind: Option<FaultKind>) {
         *self.failing.lock() = kind;
+    }
+
+    /// From now on every commit is written to the inner engine and then fails with an I/O error,
+    /// like a journal written before its fsync failed (`false`: commits work again, once
+    /// reopened).
+    pub fn fail_syncs(&self, failing: bool) {
+        self.failing_syncs.store(failing, Ordering::Release);
     }
 
     /// From now on reads and scans fail (`false`: they work again).
@@ -76,6 +86,14 @@ impl Storage for FaultyStorage {
             return Err(StorageError::Engine(Fault {
                 kind: FaultKind::Poisoned,
                 detail: "refusing writes after an earlier failure".into(),
+            }));
+        }
+        if self.failing_syncs.load(Ordering::Acquire) {
+            self.inner.commit(batch, sync)?;
+            self.poisoned.store(true, Ordering::Release);
+            return Err(StorageError::Engine(Fault {
+                kind: FaultKind::Io,
+                detail: "fsync failed after the write, injected".into(),
             }));
         }
         self.inner.commit(batch, sync)
