@@ -71,6 +71,33 @@ pub struct Acceptor {
     pub accepted: Option<(Ballot, String)>,
 }
 
+impl Acceptor {
+    /// The votes after promising `ballot`, or `None` when an equal or higher ballot was promised.
+    fn promising(&self, ballot: Ballot) -> Option<Acceptor> {
+        self.promised
+            .as_ref()
+            .is_none_or(|p| ballot > *p)
+            .then(|| Acceptor { promised: Some(ballot), ..self.clone() })
+    }
+
+    /// The votes after accepting `ring` under `ballot`, or `None` when a higher ballot was
+    /// promised.
+    fn accepting(&self, ballot: Ballot, ring: String) -> Option<Acceptor> {
+        self.promised.as_ref().is_none_or(|p| ballot >= *p).then(|| Acceptor {
+            version: self.version,
+            promised: Some(ballot.clone()),
+            accepted: Some((ballot, ring)),
+        })
+    }
+}
+
+/// The ring a proposer with a majority of promises proposes: the one accepted under the
+/// highest ballot among the promises (it may already be chosen), or its own when none carries
+/// an acceptance.
+fn to_propose(accepted: impl IntoIterator<Item = (Ballot, String)>, ours: String) -> String {
+    accepted.into_iter().max_by(|a, b| a.0.cmp(&b.0)).map_or(ours, |(_, ring)| ring)
+}
+
 impl NodeState {
     /// The acceptor's votes, reset when the node's ring has moved past the version they were for.
     fn acceptor_for(&self, version: u64) -> parking_lot::MutexGuard<'_, Acceptor> {
@@ -94,9 +121,7 @@ impl NodeState {
             return Ok(reply);
         }
         let mut acceptor = self.acceptor_for(request.version);
-        if acceptor.promised.as_ref().is_none_or(|p| ballot > *p) {
-            let mut next = acceptor.clone();
-            next.promised = Some(ballot);
+        if let Some(next) = acceptor.promising(ballot) {
             self.membership.meta.store(meta::ACCEPTOR, &next).map_err(io_status)?;
             *acceptor = next;
             reply.promised = true;
@@ -121,12 +146,7 @@ impl NodeState {
             return Ok(reply);
         }
         let mut acceptor = self.acceptor_for(request.version);
-        if acceptor.promised.as_ref().is_none_or(|p| ballot >= *p) {
-            let next = Acceptor {
-                version: request.version,
-                promised: Some(ballot.clone()),
-                accepted: Some((ballot, request.ring)),
-            };
+        if let Some(next) = acceptor.accepting(ballot, request.ring) {
             self.membership.meta.store(meta::ACCEPTOR, &next).map_err(io_status)?;
             *acceptor = next;
             reply.accepted = true;
@@ -225,7 +245,7 @@ pub async fn propose(
         )
         .await;
         let mut promises = 0;
-        let mut highest: Option<(Ballot, String)> = None;
+        let mut acceptances = Vec::new();
         let mut behind = false;
         for reply in replies {
             behind |= reply.ring_version > current.version();
@@ -237,10 +257,7 @@ pub async fn propose(
             }
             promises += 1;
             if let Some(b) = reply.accepted_ballot.filter(|_| !reply.accepted_ring.is_empty()) {
-                let b = Ballot::from(b);
-                if highest.as_ref().is_none_or(|(h, _)| b > *h) {
-                    highest = Some((b, reply.accepted_ring));
-                }
+                acceptances.push((Ballot::from(b), reply.accepted_ring));
             }
         }
         if behind {
@@ -258,7 +275,7 @@ pub async fn propose(
             continue;
         }
         let ours = wanted.to_toml();
-        let value = highest.map(|(_, ring)| ring).unwrap_or_else(|| ours.clone());
+        let value = to_propose(acceptances, ours.clone());
 
         // Phase 2.
         let request =
@@ -347,4 +364,177 @@ fn describe(ring: &Ring, next: &Ring) -> String {
 
 fn io_status(e: std::io::Error) -> Status {
     Status::unavailable(format!("cannot persist a membership vote: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The acceptor's and proposer's rules under every kind of interleaving: a model of three
+    //! acceptors and three proposers that exchange messages in random order, lose some and
+    //! retry with higher ballots. Whatever happens, at most one ring is chosen per version.
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    const ACCEPTORS: usize = 3;
+    const PROPOSERS: usize = 3;
+
+    enum Message {
+        Prepare {
+            to: usize,
+            from: usize,
+            ballot: Ballot,
+        },
+        Promise {
+            to: usize,
+            ballot: Ballot,
+            promised: bool,
+            accepted: Option<(Ballot, String)>,
+            highest: Option<Ballot>,
+        },
+        Accept {
+            to: usize,
+            from: usize,
+            ballot: Ballot,
+            ring: String,
+        },
+        Accepted {
+            to: usize,
+            ballot: Ballot,
+            accepted: bool,
+            highest: Option<Ballot>,
+        },
+    }
+
+    /// A proposer's round: the ballot, the promises (with their acceptances), the ring it
+    /// proposed once a majority promised, and the acceptances of it counted so far.
+    struct Round {
+        ballot: Ballot,
+        promises: usize,
+        acceptances: Vec<(Ballot, String)>,
+        proposed: Option<String>,
+        accepted: usize,
+    }
+
+    /// A proposer's rule for the ring it proposes, given the acceptances its promises carried.
+    type Rule = fn(Vec<(Ballot, String)>, String) -> String;
+
+    /// Runs one random schedule of at most `steps` steps and returns every ring chosen, as seen
+    /// by the acceptors (a majority accepted it under one ballot) and by the proposers (a
+    /// majority of accepted replies).
+    fn run(seed: u64, steps: usize, needed: usize, rule: Rule) -> BTreeSet<String> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut acceptors = vec![Acceptor { version: 2, ..Acceptor::default() }; ACCEPTORS];
+        let mut rounds: Vec<Option<Round>> = (0..PROPOSERS).map(|_| None).collect();
+        let mut highest_round = [0u64; PROPOSERS];
+        let mut pool: Vec<Message> = Vec::new();
+        // Per ballot, the acceptors that accepted under it.
+        let mut votes: BTreeMap<Ballot, BTreeSet<usize>> = BTreeMap::new();
+        let mut chosen = BTreeSet::new();
+        for _ in 0..steps {
+            let roll = rng.random_range(0..100);
+            if roll < 8 || pool.is_empty() {
+                // A proposer starts a round, or gives up on its round and starts a higher one.
+                let p = rng.random_range(0..PROPOSERS);
+                highest_round[p] += 1;
+                let ballot = Ballot { round: highest_round[p], proposer: format!("p{p}") };
+                for to in 0..ACCEPTORS {
+                    pool.push(Message::Prepare { to, from: p, ballot: ballot.clone() });
+                }
+                rounds[p] = Some(Round {
+                    ballot,
+                    promises: 0,
+                    acceptances: Vec::new(),
+                    proposed: None,
+                    accepted: 0,
+                });
+                continue;
+            }
+            let message = pool.swap_remove(rng.random_range(0..pool.len()));
+            if roll < 15 {
+                continue; // lost
+            }
+            match message {
+                Message::Prepare { to, from, ballot } => {
+                    let next = acceptors[to].promising(ballot.clone());
+                    let promised = next.is_some();
+                    if let Some(next) = next {
+                        acceptors[to] = next;
+                    }
+                    let accepted = acceptors[to].accepted.clone();
+                    let highest = acceptors[to].promised.clone();
+                    pool.push(Message::Promise { to: from, ballot, promised, accepted, highest });
+                }
+                Message::Promise { to, ballot, promised, accepted, highest } => {
+                    let seen = highest.map_or(0, |b| b.round);
+                    highest_round[to] = highest_round[to].max(seen);
+                    let Some(round) = rounds[to].as_mut().filter(|r| r.ballot == ballot) else {
+                        continue;
+                    };
+                    if !promised || round.proposed.is_some() {
+                        continue;
+                    }
+                    round.promises += 1;
+                    round.acceptances.extend(accepted);
+                    if round.promises >= needed {
+                        let ring = rule(std::mem::take(&mut round.acceptances), format!("r{to}"));
+                        round.proposed = Some(ring.clone());
+                        for a in 0..ACCEPTORS {
+                            let (ballot, ring) = (ballot.clone(), ring.clone());
+                            pool.push(Message::Accept { to: a, from: to, ballot, ring });
+                        }
+                    }
+                }
+                Message::Accept { to, from, ballot, ring } => {
+                    let next = acceptors[to].accepting(ballot.clone(), ring.clone());
+                    let accepted = next.is_some();
+                    if let Some(next) = next {
+                        acceptors[to] = next;
+                        let voters = votes.entry(ballot.clone()).or_default();
+                        voters.insert(to);
+                        if voters.len() > ACCEPTORS / 2 {
+                            chosen.insert(ring);
+                        }
+                    }
+                    let highest = acceptors[to].promised.clone();
+                    pool.push(Message::Accepted { to: from, ballot, accepted, highest });
+                }
+                Message::Accepted { to, ballot, accepted, highest } => {
+                    let seen = highest.map_or(0, |b| b.round);
+                    highest_round[to] = highest_round[to].max(seen);
+                    let Some(round) = rounds[to].as_mut().filter(|r| r.ballot == ballot) else {
+                        continue;
+                    };
+                    round.accepted += usize::from(accepted);
+                    if round.accepted >= needed {
+                        chosen.extend(round.proposed.clone());
+                    }
+                }
+            }
+        }
+        chosen
+    }
+
+    /// Seeds whose schedule chose more than one ring.
+    fn splits(needed: usize, rule: Rule) -> Vec<u64> {
+        (0..4_000).filter(|&seed| run(seed, 400, needed, rule).len() > 1).collect()
+    }
+
+    #[test]
+    fn at_most_one_ring_is_chosen_per_version_under_any_interleaving() {
+        assert_eq!(splits(ACCEPTORS / 2 + 1, to_propose), Vec::<u64>::new());
+        let some_chosen = (0..4_000).filter(|&seed| !run(seed, 400, 2, to_propose).is_empty());
+        assert!(some_chosen.count() > 1_000, "the model rarely chooses: it tests little");
+    }
+
+    #[test]
+    fn the_model_finds_a_split_when_a_rule_is_broken() {
+        // A proposer that ignores the acceptances its promises carry.
+        assert!(!splits(ACCEPTORS / 2 + 1, |_, ours| ours).is_empty());
+        // A quorum of one.
+        assert!(!splits(1, to_propose).is_empty());
+    }
 }
