@@ -368,9 +368,10 @@ fn io_status(e: std::io::Error) -> Status {
 
 #[cfg(test)]
 mod tests {
-    //! The acceptor's and proposer's rules under every kind of interleaving: a model of three
+    //! The acceptor's and proposer's rules under random interleavings: a model of three
     //! acceptors and three proposers that exchange messages in random order, lose some and
-    //! retry with higher ballots. Whatever happens, at most one ring is chosen per version.
+    //! retry with higher ballots, over 4,000 seeded schedules. In every one, at most one ring is
+    //! chosen per version.
 
     use std::collections::{BTreeMap, BTreeSet};
 
