@@ -6,7 +6,7 @@
 //! (a hedged request, as Cassandra's speculative retry does). Each call is watched for lateness
 //! once: a call that already caused a hedge causes no second one.
 //!
-//! The p95 of each node comes from a [`LatencyEstimate`]: one number per node, moved by every
+//! The p95 of each node comes from a `LatencyEstimate`: one number per node, moved by every
 //! read reply that node gives, late ones included. [`HedgePolicy`] bounds the delay it gives, so
 //! a cold or tiny estimate does not hedge every read, and a slow node is still hedged soon.
 
