@@ -33,7 +33,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::engine::{Space, Storage, StorageError};
 use crate::pages::PageCursor;
 
-/// Bits of the token that pick a bucket: 2^18 buckets, 6 MiB of counters, about 8 records per
+/// Bits of the token that pick a bucket: 2^18 buckets, 8 MiB of counters (four columns), about 8 records per
 /// bucket at 2 million keys (the scan at each cut bound of a range stays small).
 pub const BUCKET_BITS: u32 = 18;
 /// Buckets the token space is cut into.
@@ -156,7 +156,8 @@ impl Digests {
     /// Builds the buckets again from every record of `engine`; returns the live count. No write
     /// may be committed meanwhile: the caller holds the writer off.
     pub(crate) fn rebuild(&self, engine: &dyn Storage) -> Result<i64, StorageError> {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        // Odd while building (it already is after a rebuild that failed), even once built.
+        self.generation.fetch_or(1, Ordering::AcqRel);
         for b in 0..BUCKETS {
             self.hash[b].store(0, Ordering::Relaxed);
             self.count[b].store(0, Ordering::Relaxed);
@@ -530,6 +531,25 @@ mod tests {
             vec![crate::stored_key(7, b"new"), crate::stored_key(8, b"gone")],
             "old enough now"
         );
+    }
+
+    #[tokio::test]
+    async fn kept_digests_are_trusted_again_after_a_failed_rebuild_and_a_good_one() {
+        let engine = Arc::new(FaultyStorage::new(Arc::new(MemoryStorage::new())));
+        let store = Store::open(engine.clone(), StoreOptions::default()).unwrap();
+        store.write(1, b"a", Record::value(version(1), Bytes::from("v"))).await.unwrap();
+        engine.fail_syncs(true);
+        store.write(2, b"b", Record::value(version(1), Bytes::from("v"))).await.unwrap_err();
+        engine.fail_syncs(false);
+        // The rebuild's scan fails: recovery fails, and the digests are not trusted.
+        engine.fail_reads(true);
+        store.recover().await.unwrap_err();
+        engine.fail_reads(false);
+        assert_eq!(store.digests(vec![0..=u64::MAX]).await.unwrap(), None);
+        store.recover().await.unwrap();
+        assert_kept_digests_match_a_scan(&store, "after a failed rebuild and a good one").await;
+        let all = store.digests(vec![0..=u64::MAX]).await.unwrap().expect("trusted again");
+        assert_eq!(all[0].count, 2);
     }
 
     #[tokio::test]

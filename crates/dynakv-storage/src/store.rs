@@ -384,7 +384,15 @@ impl Store {
     /// The record stored for the key with ring token `token` (tombstones and expired records included).
     pub async fn read(&self, token: u64, key: &[u8]) -> Result<Option<Record>, StorageError> {
         let Some(reads) = &self.reads else {
-            return read(&*self.engine, &stored_key(token, key));
+            let key = stored_key(token, key);
+            if self.engine_failed() {
+                // Recovery may be replaying the journal, holding the engine: wait off the runtime.
+                let engine = self.engine.clone();
+                return tokio::task::spawn_blocking(move || read(&*engine, &key))
+                    .await
+                    .map_err(|_| StorageError::Closed)?;
+            }
+            return read(&*self.engine, &key);
         };
         let (reply, rx) = oneshot::channel();
         let request = ReadRequest::One(stored_key(token, key), reply);
@@ -401,6 +409,16 @@ impl Store {
     ) -> Vec<Result<Option<Record>, StorageError>> {
         let keys = keys.into_iter().map(|(token, key)| stored_key(token, key));
         let Some(reads) = &self.reads else {
+            if self.engine_failed() {
+                // As in `read`: off the runtime while recovery may hold the engine.
+                let (engine, keys) = (self.engine.clone(), keys.collect::<Vec<_>>());
+                let len = keys.len();
+                return tokio::task::spawn_blocking(move || {
+                    keys.iter().map(|key| read(&*engine, key)).collect()
+                })
+                .await
+                .unwrap_or_else(|_| closed(len));
+            }
             return keys.map(|key| read(&*self.engine, &key)).collect();
         };
         let keys: Vec<Bytes> = keys.collect();
@@ -547,6 +565,7 @@ impl Store {
                 // A failed commit may have reached the journal the reopen replayed: count and
                 // digest what the engine holds now, while the writer still refuses writes.
                 counters.live.store(digests.rebuild(&*engine)?, Ordering::Relaxed);
+                counters.hints.store(count(&*engine, Space::Hints, |_| true)?, Ordering::Relaxed);
                 Ok(())
             });
             let mut fault = condition.fault.lock();
@@ -775,6 +794,11 @@ impl Writer {
                     .fault()
                     .unwrap_or_else(|| Fault { kind: FaultKind::Io, detail: e.to_string() });
                 self.condition.fault.lock().get_or_insert(fault.clone());
+                // The failed batch may have reached the journal that recovery replays: what the
+                // cache remembers of its keys may be older than what the engine will hold.
+                if let Some(versions) = &mut self.versions {
+                    versions.clear();
+                }
                 for request in batch.drain(..) {
                     request.fail(|| StorageError::Engine(fault.clone()));
                 }
@@ -855,6 +879,30 @@ mod tests {
         assert!(!again.applied, "an equal version is the same write");
         assert_eq!(store.read(7, b"k").await.unwrap(), Some(value(5, "five")));
         assert_eq!(store.read(8, b"k").await.unwrap(), None, "the token is part of the key");
+    }
+
+    #[tokio::test]
+    async fn a_delete_whose_fsync_failed_is_not_overwritten_by_an_older_write_after_recovery() {
+        let engine = Arc::new(crate::FaultyStorage::new(Arc::new(MemoryStorage::new())));
+        let store = Store::open(engine.clone(), StoreOptions::default()).unwrap();
+        store.write(7, b"k", value(5, "five")).await.unwrap();
+        // The delete reaches the journal, but its fsync fails: it is refused.
+        engine.fail_syncs(true);
+        store.write(7, b"k", Record::tombstone(version(7))).await.unwrap_err();
+        engine.fail_syncs(false);
+        store.recover().await.unwrap();
+        // Recovery found the delete in the engine: a write older than it must not apply.
+        let late = store.write(7, b"k", value(6, "six")).await.unwrap();
+        assert_eq!(late, WriteOutcome { applied: false, current: version(7) });
+        assert_eq!(store.read(7, b"k").await.unwrap(), Some(Record::tombstone(version(7))));
+        assert_eq!(store.live_keys(), 0);
+
+        // Likewise a hint: counted once recovery finds it.
+        engine.fail_syncs(true);
+        store.write_hint(9, 7, b"h", value(5, "five")).await.unwrap_err();
+        engine.fail_syncs(false);
+        store.recover().await.unwrap();
+        assert_eq!(store.pending_hints(), 1);
     }
 
     #[tokio::test]
