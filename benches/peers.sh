@@ -39,39 +39,41 @@ source benches/cluster.sh
 # Server processes started here (Redis and etcd), and a policy-rc.d this script put in place.
 SERVERS=()
 POLICY=""
+# Prefix for commands that need root: sudo when not run as root.
+AS_ROOT=()
+if [[ $EUID -ne 0 ]]; then AS_ROOT=(sudo); fi
 
 stop_servers() {
     local pid
-    for pid in "${SERVERS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${SERVERS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    for pid in ${SERVERS[@]+"${SERVERS[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in ${SERVERS[@]+"${SERVERS[@]}"}; do wait "$pid" 2>/dev/null || true; done
     SERVERS=()
 }
 cleanup() {
     stop_cluster
     stop_servers
-    if [[ -n "$POLICY" ]]; then rm -f "$POLICY"; fi
+    if [[ -n "$POLICY" ]]; then ${AS_ROOT[@]+"${AS_ROOT[@]}"} rm -f "$POLICY" || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 # install_missing: redis-server and etcd-server from apt, only those not installed yet.
 install_missing() {
-    local missing=() sudo=()
+    local missing=()
     command -v redis-server > /dev/null || missing+=(redis-server)
     command -v etcd > /dev/null || missing+=(etcd-server)
     if [[ ${#missing[@]} -eq 0 ]]; then return 0; fi
-    if [[ $EUID -ne 0 ]]; then sudo=(sudo); fi
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         POLICY=/usr/sbin/policy-rc.d
         printf '#!/bin/sh\n# Refuses service starts while benches/peers.sh installs packages.\nexit 101\n' \
-            | "${sudo[@]}" tee "$POLICY" > /dev/null
-        "${sudo[@]}" chmod 755 "$POLICY"
+            | ${AS_ROOT[@]+"${AS_ROOT[@]}"} tee "$POLICY" > /dev/null
+        ${AS_ROOT[@]+"${AS_ROOT[@]}"} chmod 755 "$POLICY"
     fi
     echo "== installing ${missing[*]}"
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    ${AS_ROOT[@]+"${AS_ROOT[@]}"} apt-get update -qq
+    ${AS_ROOT[@]+"${AS_ROOT[@]}"} env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -qq --no-install-recommends "${missing[@]}" > "$WORK/apt.log"
-    if [[ -n "$POLICY" ]]; then "${sudo[@]}" rm -f "$POLICY"; POLICY=""; fi
+    if [[ -n "$POLICY" ]]; then ${AS_ROOT[@]+"${AS_ROOT[@]}"} rm -f "$POLICY"; POLICY=""; fi
 }
 
 # vendored_protoc: the protoc binary that the workspace's protoc-bin-vendored dependency ships.

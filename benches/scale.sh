@@ -25,7 +25,7 @@ mkdir -p "$OUT"
 WORK=$(mktemp -d)
 CLUSTERS=()
 cleanup() {
-    for pid in "${CLUSTERS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    for pid in ${CLUSTERS[@]+"${CLUSTERS[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT

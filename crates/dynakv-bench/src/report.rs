@@ -91,7 +91,8 @@ pub struct Measurement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_requests_per_op: Option<f64>,
     /// Node CPU per replica request the client sent (`replica_requests_per_op` of them per
-    /// operation), in microseconds; absent when no node process was found.
+    /// operation), in microseconds; absent when no node process was found. For other systems:
+    /// their servers' CPU per operation divided by `n`, whatever each operation touched.
     pub node_cpu_us_per_replica_op: Option<f64>,
     /// Node processes measured.
     pub node_pids: Vec<u32>,

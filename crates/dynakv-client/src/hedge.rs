@@ -4,7 +4,8 @@
 //! first, in preference order. When one of them fails, the next replica in that order is asked
 //! at once; when one has not answered by its recent p95 read latency, the next one is asked too
 //! (a hedged request, as Cassandra's speculative retry does). Each call is watched for lateness
-//! once: a call that already caused a hedge causes no second one.
+//! once: a late call causes one hedge for its lateness (and one more if it then fails, while
+//! a replica is left to ask).
 //!
 //! The p95 of each node comes from a `LatencyEstimate`: one number per node, moved by every
 //! read reply that node gives, late ones included. [`HedgePolicy`] bounds the delay it gives, so

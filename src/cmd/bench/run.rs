@@ -174,7 +174,7 @@ pub async fn execute(
     }
     let elapsed = started.elapsed();
     let client_cpu = cpu::client_cpu().saturating_sub(client_before);
-    let requests = requests_sent(client).saturating_sub(requests_before).max(1);
+    let requests = requests_sent(client).saturating_sub(requests_before);
     let node_cpu = match (node_before, cpu::processes_cpu(node_pids)) {
         (Some(before), Some(after)) if !node_pids.is_empty() => Some(after.saturating_sub(before)),
         _ => None,
