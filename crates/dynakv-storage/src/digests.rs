@@ -533,14 +533,20 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn kept_digests_are_trusted_again_after_a_failed_rebuild_and_a_good_one() {
+    /// A store that holds `a`, and whose commit of `b` reached the engine but failed its fsync.
+    async fn a_store_after_a_failed_sync() -> (Arc<FaultyStorage>, Store) {
         let engine = Arc::new(FaultyStorage::new(Arc::new(MemoryStorage::new())));
         let store = Store::open(engine.clone(), StoreOptions::default()).unwrap();
         store.write(1, b"a", Record::value(version(1), Bytes::from("v"))).await.unwrap();
         engine.fail_syncs(true);
         store.write(2, b"b", Record::value(version(1), Bytes::from("v"))).await.unwrap_err();
         engine.fail_syncs(false);
+        (engine, store)
+    }
+
+    #[tokio::test]
+    async fn kept_digests_are_trusted_again_after_a_failed_rebuild_and_a_good_one() {
+        let (engine, store) = a_store_after_a_failed_sync().await;
         // The rebuild's scan fails: recovery fails, and the digests are not trusted.
         engine.fail_reads(true);
         store.recover().await.unwrap_err();
@@ -554,12 +560,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_commit_that_failed_but_reached_the_engine_is_digested_after_recovery() {
-        let engine = Arc::new(FaultyStorage::new(Arc::new(MemoryStorage::new())));
-        let store = Store::open(engine.clone(), StoreOptions::default()).unwrap();
-        store.write(1, b"a", Record::value(version(1), Bytes::from("v"))).await.unwrap();
-        engine.fail_syncs(true);
-        store.write(2, b"b", Record::value(version(1), Bytes::from("v"))).await.unwrap_err();
-        engine.fail_syncs(false);
+        let (_, store) = a_store_after_a_failed_sync().await;
         assert_eq!(store.live_keys(), 1, "the writer did not count the failed batch");
         store.recover().await.unwrap();
         store.write(3, b"c", Record::value(version(1), Bytes::from("v"))).await.unwrap();
