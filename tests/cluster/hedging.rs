@@ -79,7 +79,13 @@ async fn a_read_with_a_paused_replica_answers_through_the_hedge() {
     assert!(health[0].1.is_up());
     for node in 1..3 {
         // The second replica of the key up front, the third through the hedge.
-        assert_eq!(after[node] - before[node], keys.len() as u64, "every read asked n{}", node + 1);
+        let asked = after[node] - before[node];
+        assert_eq!(
+            asked,
+            keys.len() as u64,
+            "every read asked n{}: {before:?} -> {after:?}",
+            node + 1
+        );
     }
     assert_eq!(after[0] - before[0], keys.len() as u64, "each read asked n1 once, no more");
 

@@ -374,8 +374,27 @@ impl NodeProcess {
 
     /// Stops the process with SIGSTOP: it keeps its sockets open and answers nothing, like a
     /// node in a long GC pause or a swapped-out VM, until [`resume`](Self::resume).
+    /// Returns once every thread of the process has stopped, so nothing it does afterwards can
+    /// race the pause.
     pub fn pause(&self) {
         self.signal(libc::SIGSTOP);
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let stopped = || {
+            std::fs::read_dir(&tasks).is_ok_and(|threads| {
+                threads.flatten().all(|thread| {
+                    let stat =
+                        std::fs::read_to_string(thread.path().join("stat")).unwrap_or_default();
+                    // "tid (name) state ...": the state follows the last parenthesis.
+                    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+                    matches!(state, Some('T' | 't'))
+                })
+            })
+        };
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while !stopped() {
+            assert!(std::time::Instant::now() < deadline, "node process did not stop on SIGSTOP");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Lets a paused process run again (SIGCONT).
