@@ -29,11 +29,18 @@ pub const TEST_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// test sees exactly the repairs it causes.
 pub const QUIET: &str = "[anti_entropy]\nenabled = false\n";
 
+/// The request deadline every test ring gets unless a test sets its own: that of
+/// [`TEST_REQUEST_TIMEOUT`].
+const TEST_TIMEOUTS: &str = "[timeouts]\nrequest_ms = 5000\n";
+
 /// Ring file text for nodes at `addrs`, with the given replication settings and extra TOML tables.
 pub fn ring_text_with(addrs: &[SocketAddr], n: usize, r: usize, w: usize, extra: &str) -> String {
     // Periodic anti-entropy stays off unless the test configures it.
     let quiet = if extra.contains("[anti_entropy]") { "" } else { QUIET };
-    let extra = format!("{extra}\n{quiet}");
+    // The ring's request deadline (what the CLI and the nodes' peer calls use) as generous as
+    // the test clients' own, unless the test sets its own.
+    let timeouts = if extra.contains("[timeouts]") { "" } else { TEST_TIMEOUTS };
+    let extra = format!("{extra}\n{quiet}{timeouts}");
     // 32 tokens per node unless the extras set their own (before any table).
     let vnodes = if extra.contains("vnodes") { "" } else { "vnodes = 32\n" };
     let mut text = format!("{vnodes}{extra}\n[replication]\nn = {n}\nr = {r}\nw = {w}\n");
