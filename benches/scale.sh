@@ -30,21 +30,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# shellcheck source=benches/cluster.sh
+source benches/cluster.sh
+
 # start KEYS PORT: a cluster for KEYS keys on ports PORT+1..PORT+3, in $WORK/KEYS.
 start() {
-    mkdir -p "$WORK/$1"
-    sed -e "s/127.0.0.1:7401/127.0.0.1:$(($2 + 1))/" \
-        -e "s/127.0.0.1:7402/127.0.0.1:$(($2 + 2))/" \
-        -e "s/127.0.0.1:7403/127.0.0.1:$(($2 + 3))/" \
-        -e "s/^request_ms = 1000/request_ms = 10000/" config/ring.toml > "$WORK/$1/ring.toml"
-    "$BIN" dev --ring "$WORK/$1/ring.toml" --data-root "$WORK/$1/data" 2> "$WORK/$1/dev.log" &
-    CLUSTERS+=($!)
-    echo $! > "$WORK/$1/pid"
-    for _ in $(seq 100); do
-        "$BIN" status --ring "$WORK/$1/ring.toml" > /dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "cluster did not start" >&2; cat "$WORK/$1/dev.log" >&2; exit 1
+    launch_cluster "$WORK/$1" "$2" "s/^request_ms = 1000/request_ms = 10000/"
+    CLUSTERS+=("$LAUNCHED")
+    echo "$LAUNCHED" > "$WORK/$1/pid"
 }
 
 port=$PORT_BASE

@@ -46,8 +46,13 @@ const CUTS_REMEMBERED: usize = 65_536;
 
 /// A record's contribution to a digest: a hash of its stored key and version.
 pub fn entry_hash(stored_key: &[u8], version: Version) -> u64 {
+    versioned(xxh3_64(stored_key), version)
+}
+
+/// [`entry_hash`] from the hash of the stored key.
+fn versioned(key_hash: u64, version: Version) -> u64 {
     let mut buf = [0u8; 24];
-    buf[..8].copy_from_slice(&xxh3_64(stored_key).to_be_bytes());
+    buf[..8].copy_from_slice(&key_hash.to_be_bytes());
     buf[8..16].copy_from_slice(&version.timestamp.0.to_be_bytes());
     buf[16..].copy_from_slice(&version.writer.to_be_bytes());
     xxh3_64(&buf)
@@ -109,7 +114,8 @@ impl Change {
         before: Option<Version>,
         after: Option<(Version, Option<u64>)>,
     ) -> Change {
-        let hash = |v: Option<Version>| v.map_or(0, |v| entry_hash(stored, v));
+        let key_hash = xxh3_64(stored);
+        let hash = |v: Option<Version>| v.map_or(0, |v| versioned(key_hash, v));
         Change {
             bucket: bucket(token_of(stored)),
             hash: hash(before) ^ hash(after.map(|a| a.0)),

@@ -385,14 +385,7 @@ impl Store {
     pub async fn read(&self, token: u64, key: &[u8]) -> Result<Option<Record>, StorageError> {
         let Some(reads) = &self.reads else {
             let key = stored_key(token, key);
-            if self.engine_failed() {
-                // Recovery may be replaying the journal, holding the engine: wait off the runtime.
-                let engine = self.engine.clone();
-                return tokio::task::spawn_blocking(move || read(&*engine, &key))
-                    .await
-                    .map_err(|_| StorageError::Closed)?;
-            }
-            return read(&*self.engine, &key);
+            return self.on_engine(move |engine| read(engine, &key)).await?;
         };
         let (reply, rx) = oneshot::channel();
         let request = ReadRequest::One(stored_key(token, key), reply);
@@ -407,22 +400,14 @@ impl Store {
         &self,
         keys: impl IntoIterator<Item = (u64, &'a [u8])>,
     ) -> Vec<Result<Option<Record>, StorageError>> {
-        let keys = keys.into_iter().map(|(token, key)| stored_key(token, key));
-        let Some(reads) = &self.reads else {
-            if self.engine_failed() {
-                // As in `read`: off the runtime while recovery may hold the engine.
-                let (engine, keys) = (self.engine.clone(), keys.collect::<Vec<_>>());
-                let len = keys.len();
-                return tokio::task::spawn_blocking(move || {
-                    keys.iter().map(|key| read(&*engine, key)).collect()
-                })
-                .await
-                .unwrap_or_else(|_| closed(len));
-            }
-            return keys.map(|key| read(&*self.engine, &key)).collect();
-        };
-        let keys: Vec<Bytes> = keys.collect();
+        let keys: Vec<Bytes> =
+            keys.into_iter().map(|(token, key)| stored_key(token, key)).collect();
         let len = keys.len();
+        let Some(reads) = &self.reads else {
+            let reads =
+                move |engine: &dyn Storage| keys.iter().map(|key| read(engine, key)).collect();
+            return self.on_engine(reads).await.unwrap_or_else(|_| closed(len));
+        };
         if len == 0 {
             return Vec::new();
         }
@@ -431,6 +416,19 @@ impl Store {
             return closed(len);
         }
         rx.await.unwrap_or_else(|_| closed(len))
+    }
+
+    /// Runs `f` on the engine on the calling thread, or off the runtime while the engine has
+    /// failed: recovery may then hold it for a whole journal replay.
+    async fn on_engine<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Storage) -> T + Send + 'static,
+    ) -> Result<T, StorageError> {
+        if !self.engine_failed() {
+            return Ok(f(&*self.engine));
+        }
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || f(&*engine)).await.map_err(|_| StorageError::Closed)
     }
 
     /// The entries of `space` with stored keys in `[from, to)`, `page_size` at a time: the way to
